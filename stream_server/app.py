@@ -1,0 +1,82 @@
+"""The FastAPI application, built by a factory so tests can use any settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from .api.routes import events as events_routes
+from .api.routes import health as health_routes
+from .api.routes import metrics as metrics_routes
+from .config import Settings
+from .streams import StreamRegistry
+
+log = logging.getLogger(__name__)
+
+WEB_CLIENT_DIR = Path(__file__).resolve().parent.parent / "web_client"
+
+
+async def _watch_gallery(service, interval: float = 0.5) -> None:
+    """Pick up gallery writes made elsewhere (CLI, another replica) within a second."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            changed = await asyncio.to_thread(service.gallery.refresh_if_changed)
+            if changed:
+                service.refresh_gallery_metrics()
+        except Exception as exc:  # keep watching; readiness reports the gallery state
+            log.warning("gallery refresh failed: %s", exc)
+
+
+def create_app(settings: Settings | None = None, service=None) -> FastAPI:
+    """Build the app. ``service`` may be given (tests share one across apps)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        owns_service = service is None
+        if owns_service:
+            from .service import FaceService
+
+            svc = await asyncio.to_thread(FaceService, settings)
+        else:
+            svc = service
+        app.state.service = svc
+        app.state.streams = StreamRegistry(svc)
+        await svc.bus.start()
+        watcher = asyncio.create_task(_watch_gallery(svc))
+        app.state.ready = True
+        log.info("service ready on %s:%d (model %s)", settings.host, settings.port, svc.model_id)
+        try:
+            yield
+        finally:
+            app.state.ready = False
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await app.state.streams.close_all()
+            await svc.bus.stop()
+            if owns_service:
+                await asyncio.to_thread(svc.close)
+
+    app = FastAPI(
+        title="stream-server",
+        version="0.1.0",
+        description="Real-time face recognition for live video.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.ready = False
+    app.include_router(health_routes.router)
+    app.include_router(metrics_routes.router)
+    app.include_router(events_routes.router)
+    if WEB_CLIENT_DIR.is_dir() and (WEB_CLIENT_DIR / "index.html").exists():
+        from fastapi.staticfiles import StaticFiles
+
+        app.mount("/", StaticFiles(directory=WEB_CLIENT_DIR, html=True), name="web_client")
+    return app

@@ -1,0 +1,123 @@
+"""Choose which faces are worth an embedding, and when.
+
+Embedding costs ~5-10x a detection, so a face is embedded only when it is big,
+sharp and frontal enough, and only as often as its track's budget allows:
+at most one embedding in flight per track; while a track is unidentified, one
+every ``interval_s`` of media time; once it is named (or declared unknown), a
+re-check every ``reverify_s``, or sooner when the face has grown by
+``growth_ratio`` since its last embedding (it came closer: a better look).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from ..types import Detection
+
+
+@dataclass(frozen=True)
+class FaceQuality:
+    size_px: float
+    score: float
+    frontal: float
+    sharpness: float
+
+    @property
+    def overall(self) -> float:
+        size_term = min(1.0, self.size_px / 112.0)
+        sharp_term = min(1.0, self.sharpness / 60.0)
+        return float(
+            self.score**0.5
+            * (0.25 + 0.75 * self.frontal)
+            * (0.5 + 0.5 * sharp_term)
+            * (0.6 + 0.4 * size_term)
+        )
+
+
+def frontalness(keypoints: np.ndarray) -> float:
+    """1.0 for a face looking at the camera, 0.0 for a profile (from the keypoints)."""
+    right_eye, left_eye, nose = keypoints[0], keypoints[1], keypoints[2]
+    eye_vec = left_eye - right_eye
+    eye_dist = float(np.hypot(*eye_vec))
+    if eye_dist < 1e-3:
+        return 0.0
+    axis = eye_vec / eye_dist
+    mid = (left_eye + right_eye) / 2.0
+    # Horizontal offset of the nose from the eyes' midpoint, in eye distances,
+    # measured along the eye line so head roll does not count as yaw.
+    yaw = abs(float(np.dot(nose - mid, axis))) / eye_dist
+    # Ears: in a profile one tragion falls behind the eye on its side.
+    ear_r = float(np.dot(keypoints[4] - right_eye, -axis))
+    ear_l = float(np.dot(keypoints[5] - left_eye, axis))
+    ear_balance = min(ear_r, ear_l) / max(ear_r, ear_l, 1e-3) if max(ear_r, ear_l) > 0 else 0.0
+    ear_balance = float(np.clip(ear_balance, 0.0, 1.0))
+    yaw_term = float(np.clip(1.0 - yaw / 0.5, 0.0, 1.0))
+    return yaw_term * (0.5 + 0.5 * ear_balance)
+
+
+def sharpness(aligned: np.ndarray) -> float:
+    """Variance of the Laplacian of the aligned crop's centre (the face itself)."""
+    gray = cv2.cvtColor(aligned, cv2.COLOR_RGB2GRAY)
+    centre = gray[24:104, 24:88]
+    return float(cv2.Laplacian(centre, cv2.CV_32F).var())
+
+
+def detection_quality(det: Detection, aligned: np.ndarray | None = None) -> FaceQuality:
+    size = float(min(det.box.w, det.box.h))
+    sharp = sharpness(aligned) if aligned is not None else 60.0
+    return FaceQuality(size, det.score, frontalness(det.keypoints), sharp)
+
+
+@dataclass
+class _Budget:
+    last_submit_s: float | None = None
+    size_at_submit: float = 0.0
+    in_flight: bool = False
+
+
+@dataclass
+class CropSelector:
+    min_face_px: float = 40.0
+    min_quality: float = 0.35
+    interval_s: float = 0.15
+    reverify_s: float = 3.0
+    growth_ratio: float = 1.5
+    _budgets: dict[int, _Budget] = field(default_factory=dict)
+
+    def due(self, track_id: int, det: Detection, t: float, settled: bool) -> bool:
+        """Cheap pre-check before aligning: is this track allowed an embedding now?"""
+        b = self._budgets.setdefault(track_id, _Budget())
+        if b.in_flight:
+            return False
+        size = min(det.box.w, det.box.h)
+        if size < self.min_face_px:
+            return False
+        if b.last_submit_s is None:
+            return True
+        since = t - b.last_submit_s
+        if since < 0:  # media clock went back (a looped file): start over
+            return True
+        if not settled:
+            return since >= self.interval_s
+        grown = b.size_at_submit > 0 and size >= self.growth_ratio * b.size_at_submit
+        return since >= self.reverify_s or (grown and since >= self.interval_s)
+
+    def accept(self, quality: FaceQuality) -> bool:
+        return quality.size_px >= self.min_face_px and quality.overall >= self.min_quality
+
+    def submitted(self, track_id: int, t: float, size_px: float) -> None:
+        b = self._budgets.setdefault(track_id, _Budget())
+        b.last_submit_s = t
+        b.size_at_submit = size_px
+        b.in_flight = True
+
+    def finished(self, track_id: int) -> None:
+        b = self._budgets.get(track_id)
+        if b is not None:
+            b.in_flight = False
+
+    def forget(self, track_id: int) -> None:
+        self._budgets.pop(track_id, None)
