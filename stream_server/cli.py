@@ -254,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--detector", choices=["short", "full"], default="full")
     b.add_argument("--enroll-dir", default=None, help="people folder to enrol first")
     b.add_argument("--json", default=None, help="also write the results to this JSON file")
+    b.add_argument("--repeat", type=int, default=2, help="interleaved runs of each (best kept)")
     b.set_defaults(func=cmd_bench)
     return p
 

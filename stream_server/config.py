@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     select_interval_s: float = 0.15
     select_reverify_s: float = 3.0
     select_growth_ratio: float = 1.5
+    select_unknown_retry_s: float = 1.0
+    select_starve_s: float = 0.5
+    select_floor_quality: float = 0.08
 
     # Embedding pool
     embed_workers: int = 1
@@ -76,7 +79,7 @@ class Settings(BaseSettings):
     match_threshold: float = 0.30
     match_margin: float = 0.05
     vote_min_agree: int = 2
-    vote_max_attempts: int = 6
+    vote_max_attempts: int = 8
 
     # Events
     event_bus: Literal["memory", "redis"] = "memory"

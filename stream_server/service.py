@@ -152,6 +152,7 @@ class FaceService:
         detector: DetectorKind,
         on_frame: FrameCallback | None = None,
         detector_obj: FaceDetector | None = None,
+        embed_lag_s: float | None = None,
     ) -> StreamRunner:
         """A runner for one stream; ``detector_obj`` hands over a detector loaded earlier."""
         s = self.settings
@@ -172,6 +173,7 @@ class FaceService:
             FaceTracker(s.track_iou_min, s.track_max_missing_s),
             self.votes,
             on_frame,
+            embed_lag_s,
         )
 
     # -- still images -----------------------------------------------------------

@@ -64,6 +64,17 @@ class GalleryIndex:
     def search(self, embedding: np.ndarray) -> Match:
         return self.search_many(embedding)[0]
 
+    def similarity_to(self, embedding: np.ndarray, identity_id: str) -> float | None:
+        """Best similarity of ``embedding`` to one identity's templates (None if absent)."""
+        try:
+            g = self.identity_ids.index(identity_id)
+        except ValueError:
+            return None
+        start = int(self.group_starts[g])
+        end = int(self.group_starts[g + 1]) if g + 1 < len(self.group_starts) else None
+        rows = self.matrix[start:end]
+        return float((rows @ np.asarray(embedding, np.float32).ravel()).max())
+
 
 class LiveGallery:
     """The store plus the current index for one embedding model.
