@@ -69,6 +69,9 @@ FRAME_TO_EVENT = Histogram(
     "face_frame_to_event_seconds", "Frame arrival to event emission", buckets=_LAT_BUCKETS
 )
 EVENTS = Counter("face_events_total", "Events emitted", ["type"])
+EVENTS_REMOTE = Counter(
+    "face_events_remote_total", "Events received from other replicas over the shared bus"
+)
 SUBSCRIBERS = Gauge("face_event_subscribers", "Connected event subscribers")
 SUBSCRIBERS_DROPPED = Counter(
     "face_event_subscribers_dropped_total", "Subscribers closed for being too slow"

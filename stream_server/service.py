@@ -94,6 +94,22 @@ def read_image_file(path: Path | str, max_pixels: int = 40_000_000) -> np.ndarra
     return decode_image(Path(path).read_bytes(), max_pixels)
 
 
+def make_gallery_store(settings: Settings) -> GalleryStore:
+    if settings.gallery == "redis":
+        from .gallery.redis import RedisGallery
+
+        return RedisGallery(settings.redis_url)
+    return SQLiteGallery(settings.gallery_path)
+
+
+def make_event_bus(settings: Settings) -> EventBus:
+    if settings.event_bus == "redis":
+        from .events.redis_bus import RedisEventBus
+
+        return RedisEventBus(settings.redis_url, settings.subscriber_queue_size)
+    return MemoryEventBus(settings.subscriber_queue_size)
+
+
 class FaceService:
     def __init__(
         self,
@@ -115,9 +131,9 @@ class FaceService:
             batch_wait_ms=settings.embed_batch_wait_ms,
             queue_size=settings.embed_queue_size,
         )
-        self.store: GalleryStore = store or SQLiteGallery(settings.gallery_path)
+        self.store: GalleryStore = store or make_gallery_store(settings)
         self.gallery = LiveGallery(self.store, self.embedder_model.model_id)
-        self.bus: EventBus = bus or MemoryEventBus(settings.subscriber_queue_size)
+        self.bus: EventBus = bus or make_event_bus(settings)
         self.votes = VoteConfig(
             settings.match_threshold,
             settings.match_margin,
