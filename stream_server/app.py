@@ -10,9 +10,15 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from .api.errors import install_error_handlers
+from .api.ratelimit import RateLimiter
 from .api.routes import events as events_routes
 from .api.routes import health as health_routes
+from .api.routes import identities as identities_routes
 from .api.routes import metrics as metrics_routes
+from .api.routes import recognize as recognize_routes
+from .api.security import install_security, warn_if_open
+from .api.stills import StillAnalyser
 from .config import Settings
 from .streams import StreamRegistry
 
@@ -48,6 +54,8 @@ def create_app(settings: Settings | None = None, service=None) -> FastAPI:
             svc = service
         app.state.service = svc
         app.state.streams = StreamRegistry(svc)
+        app.state.stills = StillAnalyser(svc, settings.max_image_pixels, settings.still_concurrency)
+        warn_if_open(settings)
         await svc.bus.start()
         watcher = asyncio.create_task(_watch_gallery(svc))
         app.state.ready = True
@@ -72,11 +80,17 @@ def create_app(settings: Settings | None = None, service=None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.ready = False
+    app.state.rate_limiter = RateLimiter(settings)
+    install_error_handlers(app)
     app.include_router(health_routes.router)
     app.include_router(metrics_routes.router)
     app.include_router(events_routes.router)
+    app.include_router(identities_routes.router)
+    app.include_router(recognize_routes.router)
     if WEB_CLIENT_DIR.is_dir() and (WEB_CLIENT_DIR / "index.html").exists():
         from fastapi.staticfiles import StaticFiles
 
         app.mount("/", StaticFiles(directory=WEB_CLIENT_DIR, html=True), name="web_client")
+    # Last, so the key check and the upload limit wrap every route, including later ones.
+    install_security(app, settings, WEB_CLIENT_DIR)
     return app

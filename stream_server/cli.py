@@ -268,11 +268,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
+        from .config import ConfigurationError
         from .models import ModelNotFoundError
 
         if isinstance(exc, ModelNotFoundError):
             print(f"error: {exc}", file=sys.stderr)
             return 3
+        if isinstance(exc, ConfigurationError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         raise
 
 

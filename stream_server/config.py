@@ -9,10 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DetectorKind = Literal["short", "full"]
+RATE_LIMIT_OFF = frozenset({"off", "none", "disabled", "0", ""})
+
+
+class ConfigurationError(RuntimeError):
+    """The settings describe a service that must not start (e.g. open in production)."""
 
 
 def _split_csv(value: object) -> object:
@@ -89,6 +94,28 @@ class Settings(BaseSettings):
     # Gallery
     gallery: Literal["sqlite", "redis"] = "sqlite"
 
+    # API security and limits (see README "Security")
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default=[],
+        description="Accepted API keys, comma-separated (Authorization: Bearer <key>). "
+        "Empty: the service runs open (refused when environment is production).",
+    )
+    metrics_require_key: bool = False
+    docs_require_key: bool = False
+    rate_limit: str = Field(
+        default="10/minute",
+        description="Per-client limit of /compare-faces, /recognize and enrolment, e.g. "
+        "'10/minute' or '10/minute;200/hour'; 'off' disables it.",
+    )
+    rate_limit_storage: str = "memory://"
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(default=40_000_000, ge=10_000)
+    still_concurrency: int = Field(default=2, ge=1)
+    enrol_max_images: int = Field(default=20, ge=1)
+    enrol_min_face_px: int = 40
+    enrol_min_quality: float = 0.30
+    recognize_max_faces: int = Field(default=50, ge=1)
+
     # Logging
     log_level: str = "INFO"
     log_format: Literal["plain", "json"] = "plain"
@@ -97,6 +124,31 @@ class Settings(BaseSettings):
     @classmethod
     def _providers_csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _keys_csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit_valid(cls, value: str) -> str:
+        text = value.strip()
+        if text.lower() in RATE_LIMIT_OFF:
+            return "off"
+        from limits import parse_many
+
+        try:
+            parse_many(text)
+        except ValueError as exc:
+            raise ValueError(
+                f"FACE_RATE_LIMIT {text!r} is not a limit like '10/minute' (or 'off')"
+            ) from exc
+        return text
+
+    @property
+    def rate_limit_enabled(self) -> bool:
+        return self.rate_limit != "off"
 
     @property
     def gallery_path(self) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
 import time
 
@@ -19,6 +20,28 @@ class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
             record.request_id = request_id_var.get()
+        return True
+
+
+_SECRETS = re.compile(r"(?i)(api_key=)[^&\s\"']+|(bearer\s+)[A-Za-z0-9._~+/=-]+")
+
+
+def _redact(text: str) -> str:
+    return _SECRETS.sub(lambda m: (m.group(1) or m.group(2)) + "***", text)
+
+
+class RedactSecrets(logging.Filter):
+    """Never let an API key reach a log line (e.g. an access log of ``?api_key=``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True
+        clean = _redact(message)
+        if clean != message:
+            record.msg = clean
+            record.args = None
         return True
 
 
@@ -54,6 +77,7 @@ def configure_logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if settings.log_format == "json" else PlainFormatter())
     handler.addFilter(_ContextFilter())
+    handler.addFilter(RedactSecrets())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -36,6 +36,15 @@ API_DURATION = Histogram(
     ["method", "endpoint"],
     buckets=_LAT_BUCKETS,
 )
+AUTH_FAILURES = Counter(
+    "face_api_auth_failures_total",
+    "Requests refused for a missing or wrong API key",
+    ["kind", "reason"],
+)
+RATE_LIMITED = Counter("face_api_rate_limited_total", "Requests refused with 429", ["scope"])
+UPLOADS_REFUSED = Counter(
+    "face_api_uploads_refused_total", "Uploads refused (too large, not an image, ...)", ["reason"]
+)
 ACTIVE_CONNECTIONS = Gauge("face_api_active_connections", "Open connections by kind", ["kind"])
 
 # Frames, per stream

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,10 @@ def decode_image(data: bytes, max_pixels: int = 40_000_000) -> np.ndarray:
             fmt = probe.format
     except UnidentifiedImageError as exc:
         raise ImageError("not an image (JPEG, PNG, WebP or BMP expected)") from exc
+    except Image.DecompressionBombError as exc:  # Pillow's own ceiling, far above ours
+        declared = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{declared.group(1)} pixels" if declared else "its size"
+        raise ImageError(f"image of {size} exceeds the limit of {max_pixels} pixels") from exc
     except Exception as exc:
         raise ImageError(f"unreadable image: {exc}") from exc
     if width * height > max_pixels:
@@ -208,9 +213,17 @@ class FaceService:
                 return sorted(faces, key=lambda d: d.box.area, reverse=True)
         return []
 
-    def analyse_still(self, image: np.ndarray, max_faces: int | None = None) -> list[StillFace]:
-        """Detect, align and embed every face of a still image (blocking)."""
-        detections = self.detect_still(image)
+    def analyse_still(
+        self,
+        image: np.ndarray,
+        max_faces: int | None = None,
+        detections: list[Detection] | None = None,
+    ) -> list[StillFace]:
+        """Detect, align and embed every face of a still image (blocking), largest first.
+
+        ``detections`` (from ``detect_still``) skips the detection when already done."""
+        if detections is None:
+            detections = self.detect_still(image)
         if max_faces is not None:
             detections = detections[:max_faces]
         if not detections:

@@ -33,4 +33,8 @@ async def ready(request: Request) -> JSONResponse:
     if service is not None:
         body["model"] = service.model_id
         body["gallery_identities"] = service.gallery.index.size
+        # Templates of another embedding model are never matched against the live one;
+        # the service still works (those identities just go unmatched), so it stays ready.
+        warning = service.gallery.foreign_warning()
+        body["warnings"] = [warning] if warning else []
     return JSONResponse(body, status_code=200 if ok else 503)
