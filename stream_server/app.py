@@ -12,8 +12,11 @@ from fastapi import FastAPI
 
 from .api.routes import events as events_routes
 from .api.routes import health as health_routes
+from .api.routes import ingest as ingest_routes
 from .api.routes import metrics as metrics_routes
+from .api.routes import webrtc as webrtc_routes
 from .config import Settings
+from .ingest.webrtc import PeerSessions
 from .streams import StreamRegistry
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,7 @@ def create_app(settings: Settings | None = None, service=None) -> FastAPI:
             svc = service
         app.state.service = svc
         app.state.streams = StreamRegistry(svc)
+        app.state.webrtc = PeerSessions(settings, app.state.streams, svc.bus)
         await svc.bus.start()
         watcher = asyncio.create_task(_watch_gallery(svc))
         app.state.ready = True
@@ -59,6 +63,7 @@ def create_app(settings: Settings | None = None, service=None) -> FastAPI:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            await app.state.webrtc.close_all()
             await app.state.streams.close_all()
             await svc.bus.stop()
             if owns_service:
@@ -75,6 +80,8 @@ def create_app(settings: Settings | None = None, service=None) -> FastAPI:
     app.include_router(health_routes.router)
     app.include_router(metrics_routes.router)
     app.include_router(events_routes.router)
+    app.include_router(webrtc_routes.router)
+    app.include_router(ingest_routes.router)
     if WEB_CLIENT_DIR.is_dir() and (WEB_CLIENT_DIR / "index.html").exists():
         from fastapi.staticfiles import StaticFiles
 
