@@ -211,12 +211,12 @@ async def ws_ingest(
     except (WebSocketDisconnect, RuntimeError):
         reason = "client left"
     finally:
+        session.sub.close(reason)
         for task in (reader, sender, slow, events, decoder):
             task.cancel()
         for task in (reader, sender, slow, events, decoder):
             with contextlib.suppress(BaseException):
                 await task
-        session.sub.close(reason)
         stream.remove_listener(session.on_result)
         await streams.close(stream_id)
         publish_status(bus, stream_id, "stopped", "live", reason)
