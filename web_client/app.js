@@ -211,6 +211,9 @@ function onChannelMessage(data) {
   } else if (!$("all-streams").checked) {
     addEvent(msg); // with "all streams" the event socket shows them
   }
+  // For scripts that embed or drive the page (dashboards, benchmarks).
+  const name = msg.type === "frame.result" ? "stream-server:result" : "stream-server:event";
+  window.dispatchEvent(new CustomEvent(name, { detail: msg }));
 }
 
 // -- overlay -----------------------------------------------------------------------------

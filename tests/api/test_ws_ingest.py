@@ -95,15 +95,19 @@ def test_same_identity_decisions_as_replay(clip_run):
     live_matched = [e for e in events if e["type"] == "face.matched"]
     assert replay_names == [HIM]
     assert sorted(e["name"] for e in live_matched) == replay_names
-    # Both decide while he is close to the camera (frames ~82-210), at about the same frame.
+    # Both decide while he is close to the camera (frames ~82-210). The exact frame
+    # varies from run to run in both (embeddings finish asynchronously).
     live_seq, replay_seq = live_matched[0]["seq"], summary.matched[0]["seq"]
     assert 82 <= live_seq < CUT_TO_AUDIENCE and 82 <= replay_seq < CUT_TO_AUDIENCE
-    assert abs(live_seq - replay_seq) <= 15
+    # The results name exactly the track the event named.
+    named_tracks = {f["track_id"] for r in results for f in r["faces"] if f["name"] == HIM}
+    assert named_tracks == {live_matched[0]["track_id"]}
     # Per-frame results never name anybody else, and name him from the decision on.
     names = {f["name"] for r in results for f in r["faces"] if f["name"]}
     assert names == {HIM}
     named = [r["seq"] for r in results if any(f["name"] == HIM for f in r["faces"])]
-    assert min(named) >= live_seq and len([s for s in named if s < CUT_TO_AUDIENCE]) > 80
+    assert min(named) >= live_seq, (min(named), live_seq)
+    assert len([s for s in named if s < CUT_TO_AUDIENCE]) > 80, named
     # Events carry the frame-to-event latency.
     assert all(e["latency_ms"] is not None and e["latency_ms"] >= 0 for e in live_matched)
     statuses = [e for e in events if e["type"] == "stream.status"]
@@ -186,9 +190,11 @@ async def test_stream_id_in_use_or_bad_query_is_refused_with_a_close_code(live_s
             assert closed.value.rcvd.code == 4409
             assert "already in use" in closed.value.rcvd.reason
         # The first stream is untouched (a face shows from its second frame on).
-        for _ in range(2):
+        for seq in range(2):
             await first.send(jpeg)
-        msg, _ = await _until(first, lambda m: m["type"] == "frame.result" and m["seq"] == 1)
+            msg, _ = await _until(
+                first, lambda m, s=seq: m["type"] == "frame.result" and m["seq"] == s
+            )
         assert msg["stream_id"] == "cam-1" and msg["faces"]
     for query, words in (("detector=medium", "detector"), ("stream_id=a%20b", "stream_id")):
         async with websockets.connect(f"{base}?{query}") as ws:
