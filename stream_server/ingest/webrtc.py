@@ -25,12 +25,13 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 
+from .. import metrics
 from ..config import IceServer, Settings
 from ..events.bus import EventFilter
-from ..events.schema import StreamStatus
 from ..pipeline.runner import FrameResult
 from ..streams import LiveStream, StreamRegistry
 from ..types import Frame
+from .status import publish_status
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,6 @@ def rtc_configuration(servers: list[IceServer]) -> RTCConfiguration:
     return RTCConfiguration(
         iceServers=[RTCIceServer(s.urls, s.username, s.credential) for s in servers]
     )
-
-
-def publish_status(bus, stream_id: str, state: str, previous: str | None, detail: str) -> None:
-    bus.publish(StreamStatus(stream_id=stream_id, state=state, previous=previous, detail=detail))
 
 
 class _PtsUnwrapper:
@@ -94,6 +91,7 @@ class PeerSession:
         self._sub = None
         self._closed = asyncio.Event()
         self._closing = False
+        self._counted = False
         self._pts = _PtsUnwrapper()
 
         pc.on("track", self._on_track)
@@ -132,6 +130,8 @@ class PeerSession:
         self._sub = self.sessions.bus.subscribe(
             EventFilter(stream_ids=frozenset({self.stream_id})), self.settings.subscriber_queue_size
         )
+        metrics.ACTIVE_CONNECTIONS.labels(kind="webrtc").inc()
+        self._counted = True
         self._forward_task = asyncio.create_task(self._forward_events())
         self._pump_task = asyncio.create_task(self._pump(), name=f"webrtc-{self.stream_id}")
         publish_status(self.sessions.bus, self.stream_id, "live", None, f"webrtc from {self.peer}")
@@ -198,10 +198,15 @@ class PeerSession:
                 self._backlog.append(text)
             return
         # A browser that reads its channel slowly gets fewer frame results, never a
-        # growing buffer; events are few and always sent.
-        if not is_event and channel.bufferedAmount > self.settings.webrtc_channel_max_buffer:
-            self.results_skipped += 1
-            return
+        # growing buffer; events are few and always sent, unless it stopped reading.
+        limit = self.settings.webrtc_channel_max_buffer
+        if channel.bufferedAmount > limit:
+            if not is_event:
+                self.results_skipped += 1
+                return
+            if channel.bufferedAmount > 4 * limit and not self._closing:
+                asyncio.ensure_future(self.close("the browser does not read its data channel"))
+                return
         try:
             channel.send(text)
         except Exception as exc:  # the channel closed under us
@@ -239,6 +244,8 @@ class PeerSession:
                     self._forward_task.cancel()
             await self.pc.close()
         finally:
+            if self._counted:
+                metrics.ACTIVE_CONNECTIONS.labels(kind="webrtc").dec()
             self.sessions._forget(self)
             self._closed.set()
 

@@ -166,8 +166,14 @@ async def test_stream_id_in_use_gets_409(live_server, media_dir):
         await pc.close()
 
 
-async def test_shutdown_closes_open_peer_connections(enrolled_service, settings_factory, media_dir):
-    server = start_server(enrolled_service, settings_factory())
+async def test_peer_limit_and_shutdown_closing_open_peer_connections(
+    enrolled_service, settings_factory, media_dir
+):
+    from stream_server import metrics
+
+    open_peers = metrics.ACTIVE_CONNECTIONS.labels(kind="webrtc")
+    before = open_peers._value.get()
+    server = start_server(enrolled_service, settings_factory(webrtc_max_peers=1))
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     messages: list[dict] = []
     channel = pc.createDataChannel("results")
@@ -180,9 +186,19 @@ async def test_shutdown_closes_open_peer_connections(enrolled_service, settings_
         await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
         await _wait_for(lambda: any(m["type"] == "frame.result" for m in messages), 20, "results")
         app = server.app
-        assert len(app.state.webrtc) == 1
+        assert len(app.state.webrtc) == 1 and open_peers._value.get() == before + 1
+        # One browser is the limit here: the next is told so, and nothing is opened for it.
+        other = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        other.addTrack(ClipTrack(clip_frames(media_dir)[:1]))
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            resp = await http.post("/webrtc/offer", json=await _offer(other))
+        await other.close()
+        assert resp.status_code == 503 and "too many" in resp.json()["error"]
+        assert len(app.state.webrtc) == 1 and len(app.state.streams.all()) == 1
+
         await asyncio.to_thread(server.stop)
         assert len(app.state.webrtc) == 0 and app.state.streams.all() == []
+        assert open_peers._value.get() == before
         stopped = [m for m in messages if m["type"] == "stream.status" and m["state"] == "stopped"]
         assert stopped and stopped[0]["detail"] == "server shutting down"
         await _wait_for(lambda: pc.connectionState == "closed", 10, "the peer to close")

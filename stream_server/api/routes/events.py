@@ -76,6 +76,8 @@ async def ws_events(
 
     send_timeout = websocket.app.state.settings.ws_send_timeout_s
     reader = asyncio.create_task(watch_client())
+    connections = metrics.ACTIVE_CONNECTIONS.labels(kind="ws_events")
+    connections.inc()
     try:
         while True:
             getter = asyncio.create_task(sub.get())
@@ -106,5 +108,6 @@ async def ws_events(
     except (WebSocketDisconnect, RuntimeError):
         return
     finally:
+        connections.dec()
         sub.close("client left")
         reader.cancel()

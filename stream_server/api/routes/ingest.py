@@ -21,8 +21,9 @@ import uuid
 
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 
+from ... import metrics
 from ...events.bus import EventFilter
-from ...ingest.webrtc import publish_status
+from ...ingest.status import publish_status
 from ...service import ImageError, decode_image
 from ...streams import LiveStream, StreamExists
 from ...types import Frame
@@ -171,6 +172,8 @@ async def ws_ingest(
     bus = app.state.service.bus
     peer = f"{websocket.client.host}:{websocket.client.port}" if websocket.client else "?"
     publish_status(bus, stream_id, "live", None, f"websocket from {peer}")
+    connections = metrics.ACTIVE_CONNECTIONS.labels(kind="ws_ingest")
+    connections.inc()
     reader = asyncio.create_task(session.read())
     sender = asyncio.create_task(session.send())
     slow = asyncio.create_task(session.too_slow.wait())
@@ -211,6 +214,7 @@ async def ws_ingest(
     except (WebSocketDisconnect, RuntimeError):
         reason = "client left"
     finally:
+        connections.dec()
         session.sub.close(reason)
         for task in (reader, sender, slow, events, decoder):
             task.cancel()
