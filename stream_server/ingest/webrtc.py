@@ -92,6 +92,7 @@ class PeerSession:
         self._closed = asyncio.Event()
         self._closing = False
         self._counted = False
+        self._closer: asyncio.Task | None = None
         self._pts = _PtsUnwrapper()
 
         pc.on("track", self._on_track)
@@ -171,11 +172,8 @@ class PeerSession:
                     reason = "stream closed"
                     return
         finally:
-            if not self._closing:
-                # Closing from inside the pump would cancel the pump itself.
-                asyncio.get_running_loop().call_soon(
-                    lambda: asyncio.ensure_future(self.close(reason))
-                )
+            # Not awaited here: closing cancels the pump, which is this task.
+            self._close_soon(reason)
 
     @staticmethod
     async def _discard(track: MediaStreamTrack) -> None:
@@ -204,8 +202,8 @@ class PeerSession:
             if not is_event:
                 self.results_skipped += 1
                 return
-            if channel.bufferedAmount > 4 * limit and not self._closing:
-                asyncio.ensure_future(self.close("the browser does not read its data channel"))
+            if channel.bufferedAmount > 4 * limit:
+                self._close_soon("the browser does not read its data channel")
                 return
         try:
             channel.send(text)
@@ -213,6 +211,10 @@ class PeerSession:
             log.debug("[%s] data channel send failed: %s", self.stream_id, exc)
 
     # -- ending ------------------------------------------------------------------
+    def _close_soon(self, reason: str) -> None:
+        if not self._closing and self._closer is None:
+            self._closer = asyncio.get_running_loop().create_task(self.close(reason))
+
     async def close(self, reason: str) -> None:
         if self._closing:
             await self._closed.wait()
@@ -221,8 +223,7 @@ class PeerSession:
         self.close_reason = reason
         log.info("[%s] closing webrtc session: %s (%d frames)", self.stream_id, reason, self.frames)
         try:
-            current = asyncio.current_task()
-            stopping = [t for t in (self._pump_task, *self._sinks) if t and t is not current]
+            stopping = [t for t in (self._pump_task, *self._sinks) if t and not t.done()]
             for task in stopping:
                 task.cancel()
             for task in stopping:

@@ -164,6 +164,12 @@ def test_browser_webcam_is_named_live_and_enrols_from_the_camera(
             assert enrolled_service.analyse_still(capture), "no face in the captured frame"
             page.screenshot(path=str(artifacts_dir / "webrtc-enrolled.png"))
 
+            # "all streams": the page subscribes to /ws/events itself (a relative ws: URL).
+            page.check("#all-streams")
+            expect(page.locator("#events .event .stream", has_text=stream_id).first).to_be_visible(
+                timeout=15_000
+            )
+
             # The browser leaves: the server closes the connection and its stream.
             page.close()
             stopped = subscriber.wait_for(
