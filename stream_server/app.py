@@ -15,11 +15,14 @@ from .api.ratelimit import RateLimiter
 from .api.routes import events as events_routes
 from .api.routes import health as health_routes
 from .api.routes import identities as identities_routes
+from .api.routes import ingest as ingest_routes
 from .api.routes import metrics as metrics_routes
 from .api.routes import recognize as recognize_routes
+from .api.routes import webrtc as webrtc_routes
 from .api.security import install_security, warn_if_open
 from .api.stills import StillAnalyser
 from .config import Settings
+from .ingest.webrtc import PeerSessions
 from .streams import StreamRegistry
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,7 @@ def create_app(settings: Settings | None = None, service=None) -> FastAPI:
         app.state.streams = StreamRegistry(svc)
         app.state.stills = StillAnalyser(svc, settings.max_image_pixels, settings.still_concurrency)
         warn_if_open(settings)
+        app.state.webrtc = PeerSessions(settings, app.state.streams, svc.bus)
         await svc.bus.start()
         watcher = asyncio.create_task(_watch_gallery(svc))
         app.state.ready = True
@@ -67,6 +71,7 @@ def create_app(settings: Settings | None = None, service=None) -> FastAPI:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            await app.state.webrtc.close_all()
             await app.state.streams.close_all()
             await svc.bus.stop()
             if owns_service:
@@ -87,6 +92,8 @@ def create_app(settings: Settings | None = None, service=None) -> FastAPI:
     app.include_router(events_routes.router)
     app.include_router(identities_routes.router)
     app.include_router(recognize_routes.router)
+    app.include_router(webrtc_routes.router)
+    app.include_router(ingest_routes.router)
     if WEB_CLIENT_DIR.is_dir() and (WEB_CLIENT_DIR / "index.html").exists():
         from fastapi.staticfiles import StaticFiles
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DetectorKind = Literal["short", "full"]
@@ -28,6 +28,25 @@ def _split_csv(value: object) -> object:
 
             return json.loads(text)
         return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class IceServer(BaseModel):
+    """A STUN or TURN server, as WebRTC's ``RTCIceServer`` describes it."""
+
+    urls: str | list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+def _ice_servers(value: object) -> object:
+    """JSON (``[{"urls": "turn:host", "username": ..., "credential": ...}]``) or a
+    comma-separated list of plain STUN/TURN URLs."""
+    if isinstance(value, str):
+        parsed = _split_csv(value)
+        if isinstance(parsed, list):
+            return [{"urls": item} if isinstance(item, str) else item for item in parsed]
+        return parsed
     return value
 
 
@@ -85,6 +104,24 @@ class Settings(BaseSettings):
     match_margin: float = 0.05
     vote_min_agree: int = 2
     vote_max_attempts: int = 8
+
+    # Live ingest: browser webcams over WebRTC, frames over a WebSocket.
+    # No STUN/TURN by default (works on a LAN and through the nginx proxy); set
+    # FACE_ICE_SERVERS for browsers behind NAT, e.g.
+    # '[{"urls": "turn:turn.example.org:3478", "username": "u", "credential": "p"}]'.
+    ice_servers: Annotated[list[IceServer], NoDecode] = []
+    webrtc_frame_timeout_s: float = Field(
+        10.0, gt=0, description="close a peer connection that sent no video for this long"
+    )
+    webrtc_max_peers: int = Field(16, ge=1, description="browser streams open at once")
+    webrtc_channel_max_buffer: int = Field(
+        1_000_000, description="bytes queued on a data channel past which frame results are skipped"
+    )
+    ingest_max_frame_bytes: int = Field(8 * 1024 * 1024, description="largest /ws/ingest frame")
+    ingest_max_pixels: int = Field(4096 * 4096, description="largest decoded frame, in pixels")
+    ws_send_timeout_s: float = Field(
+        5.0, gt=0, description="a WebSocket client that takes no data for this long is dropped"
+    )
 
     # Events
     event_bus: Literal["memory", "redis"] = "memory"
@@ -149,6 +186,11 @@ class Settings(BaseSettings):
     @property
     def rate_limit_enabled(self) -> bool:
         return self.rate_limit != "off"
+
+    @field_validator("ice_servers", mode="before")
+    @classmethod
+    def _ice_servers_env(cls, value: object) -> object:
+        return _ice_servers(value)
 
     @property
     def gallery_path(self) -> Path:

@@ -67,6 +67,10 @@ class Subscription:
         closer = asyncio.ensure_future(self._closed.wait())
         try:
             done, _ = await asyncio.wait({getter, closer}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            # Cancelled (the reader went away): leave no queue.get() task pending.
+            getter.cancel()
+            raise
         finally:
             closer.cancel()
         if getter in done:

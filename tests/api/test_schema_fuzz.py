@@ -33,7 +33,16 @@ def fuzz_service(service_factory):
 def fuzz_app(fuzz_service):
     from stream_server.app import create_app
 
-    settings = fuzz_service.settings.model_copy(update={"api_keys": [API_KEY], "rate_limit": "off"})
+    settings = fuzz_service.settings.model_copy(
+        # Offers that succeed open peers that never send video: let them time out
+        # quickly, and allow more of them than the examples can open.
+        update={
+            "api_keys": [API_KEY],
+            "rate_limit": "off",
+            "webrtc_max_peers": 2 * EXAMPLES,
+            "webrtc_frame_timeout_s": 1.0,
+        }
+    )
     settings = type(settings)(**settings.model_dump())
     return create_app(settings, service=fuzz_service)
 
@@ -52,8 +61,27 @@ def photos(media_dir) -> list[bytes]:
     return [(media_dir / n).read_bytes() for n in names]
 
 
+@pytest.fixture(scope="module")
+def offer_sdp() -> str:
+    """A real browser-like SDP offer (video + data channel), made with aiortc."""
+    import asyncio
+
+    from aiortc import RTCPeerConnection
+
+    async def make() -> str:
+        pc = RTCPeerConnection()
+        pc.addTransceiver("video", direction="sendonly")
+        pc.createDataChannel("results")
+        await pc.setLocalDescription(await pc.createOffer())
+        sdp = pc.localDescription.sdp
+        await pc.close()
+        return sdp
+
+    return asyncio.run(make())
+
+
 @pytest.fixture()
-def known(fuzz_service, media_dir) -> dict[str, str]:
+def known(fuzz_service, media_dir, offer_sdp) -> dict[str, str]:
     """A real identity with one real face, so generated requests also reach the paths
     where the ids exist (random ids alone only ever meet 404)."""
     from stream_server.service import read_image_file
@@ -63,7 +91,7 @@ def known(fuzz_service, media_dir) -> dict[str, str]:
     face = fuzz_service.analyse_still(read_image_file(media_dir / "obama_small.jpg"))[0]
     record = store.add_faces(ident.id, [fuzz_service.new_face(face, "obama_small.jpg")])[0]
     fuzz_service.refresh_gallery()
-    return {"identity_id": ident.id, "face_id": record.id}
+    return {"identity_id": ident.id, "face_id": record.id, "sdp": offer_sdp}
 
 
 def _with_real_data(case, known: dict[str, str], use_ids: bool, photo: bytes | None):
@@ -78,6 +106,8 @@ def _with_real_data(case, known: dict[str, str], use_ids: bool, photo: bytes | N
                 case.body[name] = photo
         if "files" in case.body:
             case.body["files"] = [photo]
+        if "sdp" in case.body:
+            case.body["sdp"], case.body["type"] = known["sdp"], "offer"
     return case
 
 
