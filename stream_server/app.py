@@ -10,6 +10,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from .api.observability import RequestObservabilityMiddleware
 from .api.routes import events as events_routes
 from .api.routes import health as health_routes
 from .api.routes import metrics as metrics_routes
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None, service=None) -> FastAPI:
             svc = service
         app.state.service = svc
         app.state.streams = StreamRegistry(svc)
+        svc.refresh_gallery_metrics()
         await svc.bus.start()
         watcher = asyncio.create_task(_watch_gallery(svc))
         app.state.ready = True
@@ -79,4 +81,7 @@ def create_app(settings: Settings | None = None, service=None) -> FastAPI:
         from fastapi.staticfiles import StaticFiles
 
         app.mount("/", StaticFiles(directory=WEB_CLIENT_DIR, html=True), name="web_client")
+    # Keep this the last add_middleware: the last added is the outermost, so requests
+    # that other middleware (auth, limits) refuse are counted and logged too.
+    app.add_middleware(RequestObservabilityMiddleware)
     return app
