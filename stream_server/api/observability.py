@@ -51,6 +51,24 @@ def incoming_request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
     return uuid.uuid4().hex
 
 
+def _flat_routes(routes: Iterable) -> list:
+    """The app's routes with included routers' prefixes applied.
+
+    Older FastAPI copies every included route into the app's list with its full
+    path; newer FastAPI keeps included routers as one entry each and offers
+    ``iter_route_contexts`` to see their routes with the prefix applied.
+    """
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:
+        return list(routes)
+    return list(iter_route_contexts(list(routes)))
+
+
+def _is_mount(route) -> bool:
+    return isinstance(route, Mount) or isinstance(getattr(route, "original_route", None), Mount)
+
+
 def route_template(routes: Iterable, scope: Scope, prefix: str = "") -> str | None:
     """The template of the route that serves ``scope`` (``/streams/{stream_id}``), or None.
 
@@ -59,24 +77,25 @@ def route_template(routes: Iterable, scope: Scope, prefix: str = "") -> str | No
     (static files) is named ``<mount>/{path:path}``.
     """
     partial: str | None = None
-    for route in routes:
+    for route in _flat_routes(routes):
         try:
             match, child = route.matches(scope)
         except Exception:  # a route that cannot judge this scope matches nothing
             continue
         if match is Match.NONE:
             continue
-        if isinstance(route, Mount):
+        if _is_mount(route):
+            mount_path = getattr(route, "path", "")
             sub_routes = getattr(route, "routes", None) or []
             if sub_routes:
                 child_scope = {**scope, **child}
-                inner = route_template(sub_routes, child_scope, prefix + route.path)
+                inner = route_template(sub_routes, child_scope, prefix + mount_path)
                 if inner is not None:
                     return inner
                 continue
-            name = f"{prefix}{route.path}/{{path:path}}"
+            name = f"{prefix}{mount_path}/{{path:path}}"
         else:
-            name = prefix + getattr(route, "path", "")
+            name = prefix + (getattr(route, "path_format", None) or getattr(route, "path", ""))
         if match is Match.FULL:
             return name
         if partial is None:

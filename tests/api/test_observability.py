@@ -173,3 +173,31 @@ def test_access_log_lines_carry_the_request_id_and_no_query(small_app):
     assert mine, lines
     assert mine[0]["message"].startswith("GET /obs-items/7 200 ")
     assert "very-secret-1" not in out.getvalue()
+
+
+def test_included_routers_are_named_with_their_prefix():
+    from fastapi import APIRouter
+
+    router = APIRouter()
+
+    @router.get("/{thing_id}/parts/{part}")
+    async def part(thing_id: str, part: int):
+        return {"thing": thing_id, "part": part}
+
+    @router.websocket("/live")
+    async def live(ws: WebSocket):
+        await ws.accept()
+        await ws.close()
+
+    app = FastAPI()
+    app.include_router(router, prefix="/obs-things")
+    app.add_middleware(RequestObservabilityMiddleware)
+    client = TestClient(app)
+    template = "/obs-things/{thing_id}/parts/{part}"
+    before = _count("GET", template, "200")
+    assert client.get("/obs-things/abc/parts/3").status_code == 200
+    assert _count("GET", template, "200") == before + 1
+    before_ws = _count("WEBSOCKET", "/obs-things/live", "101")
+    with client.websocket_connect("/obs-things/live"):
+        pass
+    assert _count("WEBSOCKET", "/obs-things/live", "101") == before_ws + 1
