@@ -200,6 +200,7 @@ def test_stream_metrics_after_traffic(traffic):
     dropped = value(m, "face_frames_dropped_total", stream=STREAM)
     assert received == traffic["sent"] == stats["received"] == 275
     assert processed == stats["frames"] and dropped == stats["dropped"]
+    print(f"{STREAM}: received={received:.0f} processed={processed:.0f} dropped={dropped:.0f}")
     assert processed + dropped == received
     assert processed >= 100, "the pipeline processed too few frames to be live"
     assert value(m, "face_stream_state", stream=STREAM, state="live") == 1
@@ -230,6 +231,10 @@ def test_pipeline_latency_and_pool_metrics(traffic):
     assert value(m, "face_embed_refused_total") >= 0
     n = value(m, "face_frame_to_event_seconds_count")
     s = value(m, "face_frame_to_event_seconds_sum")
+    print(
+        f"detect mean {value(m, 'face_stage_duration_seconds_sum', stage='detect') / detect_n:.4f}s;"
+        f" batch mean {crops / batches:.2f}; frame-to-event mean {s / n:.4f}s over {n:.0f}"
+    )
     assert n > 0 and 0 <= s / n < 2.0
 
 
