@@ -11,6 +11,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from .api.errors import install_error_handlers
+from .api.observability import RequestObservabilityMiddleware
 from .api.ratelimit import RateLimiter
 from .api.routes import events as events_routes
 from .api.routes import health as health_routes
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None, service=None) -> FastAPI:
         app.state.stills = StillAnalyser(svc, settings.max_image_pixels, settings.still_concurrency)
         warn_if_open(settings)
         app.state.webrtc = PeerSessions(settings, app.state.streams, svc.bus)
+        svc.refresh_gallery_metrics()
         await svc.bus.start()
         watcher = asyncio.create_task(_watch_gallery(svc))
         app.state.ready = True
@@ -100,4 +102,7 @@ def create_app(settings: Settings | None = None, service=None) -> FastAPI:
         app.mount("/", StaticFiles(directory=WEB_CLIENT_DIR, html=True), name="web_client")
     # Last, so the key check and the upload limit wrap every route, including later ones.
     install_security(app, settings, WEB_CLIENT_DIR)
+    # Keep this the last add_middleware: the last added is the outermost, so requests
+    # that other middleware (auth, limits) refuse are counted and logged too.
+    app.add_middleware(RequestObservabilityMiddleware)
     return app

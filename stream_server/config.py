@@ -154,8 +154,13 @@ class Settings(BaseSettings):
     recognize_max_faces: int = Field(default=50, ge=1)
 
     # Logging
-    log_level: str = "INFO"
+    log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"] = "INFO"
     log_format: Literal["plain", "json"] = "plain"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level_upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
 
     @field_validator("providers", mode="before")
     @classmethod

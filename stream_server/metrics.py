@@ -45,7 +45,14 @@ RATE_LIMITED = Counter("face_api_rate_limited_total", "Requests refused with 429
 UPLOADS_REFUSED = Counter(
     "face_api_uploads_refused_total", "Uploads refused (too large, not an image, ...)", ["reason"]
 )
-ACTIVE_CONNECTIONS = Gauge("face_api_active_connections", "Open connections by kind", ["kind"])
+ACTIVE_CONNECTIONS = Gauge(
+    "face_api_active_connections",
+    "Open connections by kind: http (requests in flight), websocket, webrtc (peer connections)",
+    ["kind"],
+)
+CONNECTION_KINDS = ("http", "websocket", "webrtc")
+for _kind in CONNECTION_KINDS:  # every kind exported from the start, at 0
+    ACTIVE_CONNECTIONS.labels(kind=_kind)
 
 # Frames, per stream
 FRAMES_RECEIVED = Counter("face_frames_received_total", "Frames received", ["stream"])
@@ -91,9 +98,26 @@ GALLERY_IDENTITIES = Gauge("face_gallery_identities", "Identities matched agains
 GALLERY_TEMPLATES = Gauge("face_gallery_templates", "Face templates matched against")
 
 # Streams
+STREAM_STATES = ("connecting", "live", "retrying", "stopped")
 STREAM_STATE = Gauge("face_stream_state", "1 for the state a stream is in", ["stream", "state"])
 STREAM_RECONNECTS = Counter("face_stream_reconnects_total", "Camera reconnects", ["stream"])
 ACTIVE_TRACKS = Gauge("face_active_tracks", "Tracks alive", ["stream"])
+
+
+def set_stream_state(stream_id: str, state: str) -> None:
+    """Mark ``state`` as the one a stream is in (1) and every other state 0."""
+    if state not in STREAM_STATES:
+        raise ValueError(f"unknown stream state {state!r}; one of {STREAM_STATES}")
+    for name in STREAM_STATES:
+        STREAM_STATE.labels(stream=stream_id, state=name).set(1 if name == state else 0)
+
+
+def stream_opened(stream_id: str, state: str) -> None:
+    """Export a new stream's series at once: its state, and counters at 0."""
+    set_stream_state(stream_id, state)
+    for metric in (FRAMES_RECEIVED, FRAMES_PROCESSED, FRAMES_DROPPED, STREAM_RECONNECTS):
+        metric.labels(stream=stream_id)
+    ACTIVE_TRACKS.labels(stream=stream_id)
 
 
 def forget_stream(stream_id: str) -> None:
@@ -107,6 +131,6 @@ def forget_stream(stream_id: str) -> None:
     ):
         with contextlib.suppress(KeyError):
             metric.remove(stream_id)
-    for state in ("connecting", "live", "retrying", "stopped"):
+    for state in STREAM_STATES:
         with contextlib.suppress(KeyError):
             STREAM_STATE.remove(stream_id, state)
