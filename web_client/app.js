@@ -6,6 +6,7 @@
 const KEY_STORAGE = "stream-server.api-key";
 const MAX_EVENTS = 60;
 const STALE_RESULT_MS = 1000;
+const WS_UNAUTHORIZED = 4401; // the server's close code for a missing or wrong key
 
 const $ = (id) => document.getElementById(id);
 
@@ -18,6 +19,9 @@ const state = {
   resultTimes: [],
   eventsSocket: null,
   staleTimer: null,
+  enrolling: false,
+  enrolHeldUntil: 0, // after a 429: no enrolment before this time (ms)
+  enrolTimer: null,
 };
 
 // -- API access -----------------------------------------------------------------
@@ -45,9 +49,11 @@ function authHeaders(extra = {}) {
 }
 
 class ApiError extends Error {
-  constructor(status, message) {
+  constructor(status, message, { code = "", retryAfter = null } = {}) {
     super(message);
     this.status = status;
+    this.code = code; // the API's machine-readable "error" field
+    this.retryAfter = retryAfter; // seconds, from a 429's Retry-After
   }
 }
 
@@ -59,33 +65,92 @@ async function api(path, { method = "GET", json, form, params } = {}) {
   } else if (form !== undefined) {
     init.body = form; // the browser sets the multipart boundary
   }
-  const response = await fetch(httpUrl(path, params), init);
+  let response;
+  try {
+    response = await fetch(httpUrl(path, params), init);
+  } catch (err) {
+    throw new ApiError(0, `the server cannot be reached (${err.message || err})`);
+  }
   const text = await response.text();
   let body = null;
   try {
     body = text ? JSON.parse(text) : null;
   } catch {
-    body = { error: text };
+    body = null; // not JSON: an HTML error page of a proxy, say
   }
   if (!response.ok) {
-    throw new ApiError(response.status, errorText(response.status, body));
+    const retryAfter = parseRetryAfter(response.headers.get("Retry-After"));
+    const error = new ApiError(response.status, errorText(response, body, retryAfter), {
+      code: body && typeof body.error === "string" ? body.error : "",
+      retryAfter,
+    });
+    if (response.status === 401) showKeyProblem();
+    throw error;
   }
+  hideKeyProblem(); // any call that passed had the key it needed
   return body;
 }
 
-function errorText(status, body) {
-  if (status === 401 || status === 403) return "not authorised: check the API key";
-  if (status === 404 && body && body.detail === "Not Found") {
-    return "this server does not offer that API";
+function parseRetryAfter(value) {
+  if (!value) return null;
+  const seconds = Number(value);
+  if (Number.isFinite(seconds)) return Math.max(1, Math.ceil(seconds));
+  const date = Date.parse(value); // the HTTP-date form
+  return Number.isNaN(date) ? null : Math.max(1, Math.ceil((date - Date.now()) / 1000));
+}
+
+// What the API said went wrong, for a person: every API error is JSON
+// {"error": <code>, "detail": <what went wrong>}; a refused enrolment adds the
+// per-image results, a validation error a list of problems.
+function apiDetail(body) {
+  if (!body) return "";
+  if (Array.isArray(body.results)) {
+    const reasons = body.results.filter((r) => r.error).map((r) => r.error);
+    if (reasons.length) return reasons.join("; ");
   }
-  if (!body) return `HTTP ${status}`;
-  if (typeof body.error === "string") return body.error;
-  if (typeof body.detail === "string") return body.detail;
-  if (Array.isArray(body.detail)) {
-    return body.detail.map((d) => d.msg || JSON.stringify(d)).join("; ");
+  const detail = body.detail;
+  if (typeof detail === "string" && detail) return detail;
+  if (Array.isArray(detail)) {
+    return detail
+      .map((d) => {
+        const field = Array.isArray(d.loc) ? d.loc.filter((p) => p !== "body").join(".") : "";
+        return field ? `${field}: ${d.msg}` : d.msg || JSON.stringify(d);
+      })
+      .join("; ");
   }
-  if (body.error && body.error.message) return body.error.message;
-  return `HTTP ${status}`;
+  if (detail && typeof detail === "object") return JSON.stringify(detail);
+  return typeof body.error === "string" ? body.error.replaceAll("_", " ") : "";
+}
+
+function errorText(response, body, retryAfter) {
+  const status = response.status;
+  const detail = apiDetail(body);
+  if (status === 401) {
+    return apiKey()
+      ? "the API key was refused: check it and save it again"
+      : "this server requires an API key: enter it at the top of the page";
+  }
+  if (status === 429) {
+    const wait = retryAfter ? `wait ${retryAfter} s` : "wait a moment";
+    return `too many requests: ${wait} and try again${detail ? ` (${detail})` : ""}`;
+  }
+  return detail || `HTTP ${status}${response.statusText ? ` ${response.statusText}` : ""}`;
+}
+
+// -- API key --------------------------------------------------------------------------
+function showKeyProblem() {
+  const message = apiKey()
+    ? "The API key was refused. Enter a valid key and press Save."
+    : "This server requires an API key. Enter it here and press Save.";
+  const el = $("key-message");
+  el.textContent = message;
+  el.hidden = false;
+  $("key-form").classList.add("needed");
+}
+
+function hideKeyProblem() {
+  $("key-message").hidden = true;
+  $("key-form").classList.remove("needed");
 }
 
 // -- status -------------------------------------------------------------------------
@@ -324,7 +389,12 @@ function connectEventSocket() {
   socket.onclose = (ev) => {
     if (state.eventsSocket !== socket) return;
     state.eventsSocket = null;
-    addEvent({ type: "error", error: `event feed closed (${ev.code} ${ev.reason || ""})` });
+    if (ev.code === WS_UNAUTHORIZED) {
+      showKeyProblem();
+      addEvent({ type: "error", error: "event feed refused: the API key is missing or wrong" });
+    } else {
+      addEvent({ type: "error", error: `event feed closed (${ev.code} ${ev.reason || ""})` });
+    }
   };
 }
 
@@ -356,6 +426,38 @@ function enrolMessage(text, kind = "") {
   el.className = `message ${kind}`;
 }
 
+// Enrolment is rate limited per client (FACE_RATE_LIMIT): after a 429 the
+// enrolment buttons wait out the server's Retry-After, counting down.
+function enrolHeld() {
+  return Date.now() < state.enrolHeldUntil;
+}
+
+function updateEnrolButtons() {
+  const held = enrolHeld();
+  const button = $("enrol-button");
+  button.disabled = state.enrolling || held;
+  const left = Math.ceil((state.enrolHeldUntil - Date.now()) / 1000);
+  button.textContent = held ? `Wait ${left} s` : "Capture & enrol";
+  for (const add of document.querySelectorAll("#people .add-face")) {
+    add.disabled = state.enrolling || held;
+  }
+}
+
+function holdEnrolment(seconds) {
+  state.enrolHeldUntil = Date.now() + seconds * 1000;
+  clearInterval(state.enrolTimer);
+  state.enrolTimer = setInterval(() => {
+    if (!enrolHeld()) clearInterval(state.enrolTimer);
+    updateEnrolButtons();
+  }, 500);
+  updateEnrolButtons();
+}
+
+function enrolFailed(prefix, err) {
+  if (err.status === 429) holdEnrolment(err.retryAfter || 60);
+  enrolMessage(`${prefix}: ${err.message}`, "error");
+}
+
 async function uploadFace(identity, blob) {
   // All-or-nothing on the server: a 2xx means the face is stored.
   const form = new FormData();
@@ -366,21 +468,22 @@ async function uploadFace(identity, blob) {
 async function enrol(event) {
   event.preventDefault();
   const name = $("enrol-name").value.trim();
-  if (!name) return;
+  if (!name || state.enrolling || enrolHeld()) return;
   // Capture at the click: the frame on screen now is the one enrolled.
   const blob = await captureFrame();
   if (!blob) {
     enrolMessage("Start the camera first.", "error");
     return;
   }
-  $("enrol-button").disabled = true;
+  state.enrolling = true;
+  updateEnrolButtons();
   enrolMessage("Enrolling…");
   try {
     const identity = await api("identities", { method: "POST", json: { name } });
     try {
       await uploadFace(identity, blob);
     } catch (err) {
-      // No usable face: leave no identity without faces behind.
+      // No face stored (refused, rate limited, …): leave no empty identity behind.
       await api(`identities/${encodeURIComponent(identity.id)}`, { method: "DELETE" }).catch(
         () => {},
       );
@@ -388,15 +491,38 @@ async function enrol(event) {
     }
     enrolMessage(`Enrolled ${name}.`, "ok");
     $("enrol-name").value = "";
-    await loadPeople();
+    await loadPeople(identity.id);
   } catch (err) {
-    enrolMessage(`Not enrolled: ${err.message}`, "error");
+    enrolFailed("Not enrolled", err);
   } finally {
-    $("enrol-button").disabled = false;
+    state.enrolling = false;
+    updateEnrolButtons();
   }
 }
 
-async function loadPeople() {
+async function addFace(person) {
+  if (state.enrolling || enrolHeld()) return;
+  const blob = await captureFrame();
+  if (!blob) {
+    enrolMessage("Start the camera first.", "error");
+    return;
+  }
+  state.enrolling = true;
+  updateEnrolButtons();
+  try {
+    await uploadFace(person, blob);
+    enrolMessage(`Added a face to ${person.name}.`, "ok");
+    await loadPeople(person.id);
+  } catch (err) {
+    enrolFailed("Not added", err);
+  } finally {
+    state.enrolling = false;
+    updateEnrolButtons();
+  }
+}
+
+// Lists the gallery; changedId: the person just enrolled or given a face, shown and marked.
+async function loadPeople(changedId = null) {
   const list = $("people");
   const message = $("people-message");
   try {
@@ -406,6 +532,13 @@ async function loadPeople() {
     $("people-total").textContent = `(${page.total ?? items.length})`;
     message.textContent = items.length ? "" : "Nobody enrolled yet.";
     message.className = "message";
+    updateEnrolButtons();
+    const changed = changedId && list.querySelector(`.person[data-id="${CSS.escape(changedId)}"]`);
+    if (changed) {
+      changed.classList.add("changed");
+      changed.scrollIntoView({ block: "nearest" });
+    }
+    await Promise.all(items.filter((p) => p.face_count > 0).map(showThumbnail));
   } catch (err) {
     list.replaceChildren();
     $("people-total").textContent = "";
@@ -414,10 +547,30 @@ async function loadPeople() {
   }
 }
 
+async function showThumbnail(person) {
+  try {
+    const faces = await api(`identities/${encodeURIComponent(person.id)}/faces`);
+    const face = (faces.items || [])[0];
+    const img = $("people").querySelector(`.person[data-id="${CSS.escape(person.id)}"] .thumb`);
+    if (!face || !img) return;
+    // An <img> cannot send a header: the key goes in the query (the server strips it).
+    // The server's thumbnail_url is absolute; resolve it against this page, like every URL.
+    img.src = httpUrl(face.thumbnail_url.replace(/^\/+/, ""), { api_key: apiKey() }).toString();
+    img.alt = person.name;
+  } catch (err) {
+    console.warn(`no thumbnail for ${person.name}:`, err);
+  }
+}
+
 function personItem(person) {
   const li = document.createElement("li");
   li.className = "person";
   li.dataset.id = person.id;
+  const thumb = document.createElement("img");
+  thumb.className = "thumb";
+  thumb.alt = "";
+  thumb.width = 40;
+  thumb.height = 40;
   const name = document.createElement("span");
   name.className = "name";
   name.textContent = person.name;
@@ -427,27 +580,11 @@ function personItem(person) {
   faces.textContent = `${n} face${n === 1 ? "" : "s"}`;
   const add = document.createElement("button");
   add.type = "button";
-  add.className = "small";
+  add.className = "small add-face";
   add.textContent = "+ face";
   add.title = `add the current camera frame to ${person.name}`;
-  add.onclick = async () => {
-    const blob = await captureFrame();
-    if (!blob) {
-      enrolMessage("Start the camera first.", "error");
-      return;
-    }
-    add.disabled = true;
-    try {
-      await uploadFace(person, blob);
-      enrolMessage(`Added a face to ${person.name}.`, "ok");
-      await loadPeople();
-    } catch (err) {
-      enrolMessage(`Not added: ${err.message}`, "error");
-    } finally {
-      add.disabled = false;
-    }
-  };
-  li.append(name, faces, add);
+  add.onclick = () => addFace(person);
+  li.append(thumb, name, faces, add);
   return li;
 }
 
@@ -459,13 +596,14 @@ function init() {
     const key = $("api-key").value.trim();
     if (key) localStorage.setItem(KEY_STORAGE, key);
     else localStorage.removeItem(KEY_STORAGE);
+    hideKeyProblem(); // until a call says otherwise
     loadPeople();
-    if (state.eventsSocket) connectEventSocket();
+    if ($("all-streams").checked) connectEventSocket();
   });
   $("start").addEventListener("click", start);
   $("stop").addEventListener("click", () => stop());
   $("enrol-form").addEventListener("submit", enrol);
-  $("people-refresh").addEventListener("click", loadPeople);
+  $("people-refresh").addEventListener("click", () => loadPeople());
   $("all-streams").addEventListener("change", (event) => {
     if (event.target.checked) connectEventSocket();
     else disconnectEventSocket();
