@@ -33,14 +33,22 @@ WEB_CLIENT_DIR = Path(__file__).resolve().parent.parent / "web_client"
 
 async def _watch_gallery(service, interval: float = 0.5) -> None:
     """Pick up gallery writes made elsewhere (CLI, another replica) within a second."""
+    failing = False
     while True:
         await asyncio.sleep(interval)
         try:
             changed = await asyncio.to_thread(service.gallery.refresh_if_changed)
             if changed:
                 service.refresh_gallery_metrics()
-        except Exception as exc:  # keep watching; readiness reports the gallery state
-            log.warning("gallery refresh failed: %s", exc)
+            if failing:
+                log.info("gallery reachable again")
+                failing = False
+        except Exception as exc:
+            # Keep matching with the last index loaded and keep watching; /ready
+            # reports the gallery as unreachable meanwhile. Logged once per outage.
+            if not failing:
+                log.warning("gallery unreachable, matching with the last loaded index: %s", exc)
+                failing = True
 
 
 def create_app(settings: Settings | None = None, service=None) -> FastAPI:

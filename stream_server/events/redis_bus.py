@@ -104,7 +104,7 @@ class RedisEventBus(MemoryEventBus):
             except Exception as exc:
                 self._set_healthy(False, exc)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, 2.0)
             finally:
                 with contextlib.suppress(Exception):
                     await client.aclose()
@@ -130,7 +130,7 @@ class RedisEventBus(MemoryEventBus):
             except Exception as exc:
                 self._set_healthy(False, exc)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, 2.0)
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
@@ -22,7 +24,7 @@ async def ready(request: Request) -> JSONResponse:
         checks["models"] = True
         checks["pool"] = service.pool.alive
         try:
-            service.store.revision()
+            await asyncio.to_thread(service.store.revision)  # may be a network round trip
             checks["gallery"] = True
         except Exception as exc:
             checks["gallery"] = f"error: {exc}"
