@@ -231,23 +231,28 @@ class StreamRunner:
                 self.selector.recheck(state.track_id, t)
             if not self.selector.due(state.track_id, det, t, settled.get(state.track_id)):
                 continue
-            aligned = align_face(frame.image, det.keypoints)
-            quality = detection_quality(det, aligned)
-            crop = FaceCrop(
-                self.stream_id,
-                state.track_id,
-                frame.seq,
-                t,
-                frame.arrived_mono,
-                frame.arrived_at,
-                det.box,
-                quality.overall,
-                aligned,
-            )
-            if not self.selector.accept(state.track_id, quality, t):
-                crop = self.selector.hold(state.track_id, quality, crop, t)
-                if crop is None:
-                    continue
+            bound = detection_quality(det)  # before alignment: an upper bound
+            crop: FaceCrop | None = None
+            if self.selector.worth_aligning(state.track_id, bound, t):
+                aligned = align_face(frame.image, det.keypoints)
+                quality = detection_quality(det, aligned)
+                crop = FaceCrop(
+                    self.stream_id,
+                    state.track_id,
+                    frame.seq,
+                    t,
+                    frame.arrived_mono,
+                    frame.arrived_at,
+                    det.box,
+                    quality.overall,
+                    aligned,
+                )
+                if not self.selector.accept(state.track_id, quality, t):
+                    crop = self.selector.hold(state.track_id, quality, crop, t)
+            else:
+                crop = self.selector.release_if_starved(state.track_id, t)
+            if crop is None:
+                continue
             self.selector.submitted(state.track_id, t, min(crop.box.w, crop.box.h))
             crops.append(crop)
         return _Analysis(update, crops, detect_s)
@@ -285,6 +290,9 @@ class StreamRunner:
         metrics.MATCH_SECONDS.observe(time.perf_counter() - start)
         withdrawn_before = vote.withdrawn
         decision = vote.add(match, current)
+        if vote.decision is None or vote.decision.kind == "unknown":
+            near = match.best is not None and match.best.similarity >= vote.threshold * 0.5
+            self.selector.evidence(crop.track_id, near, crop.pts_s)
         if vote.withdrawn != withdrawn_before:
             log.info(
                 "[%s] track %d no longer looks like %s; voting again",

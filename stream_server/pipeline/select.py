@@ -81,6 +81,7 @@ class _Budget:
     recheck: bool = False
     held: object | None = None  # best poor crop seen since the last submission
     held_quality: float = -1.0
+    slow: float = 1.0  # budget stretch for a face that looks like nobody enrolled
 
 
 @dataclass
@@ -93,6 +94,7 @@ class CropSelector:
     unknown_retry_s: float = 1.0
     starve_s: float = 0.5
     floor_quality: float = 0.08
+    max_slow: float = 8.0
     _budgets: dict[int, _Budget] = field(default_factory=dict)
 
     def due(self, track_id: int, det: Detection, t: float, settled: str | None) -> bool:
@@ -111,15 +113,27 @@ class CropSelector:
         since = t - b.last_submit_s
         if since < 0:  # media clock went back (a looped file): start over
             return True
-        if settled is None or b.recheck:
+        if b.recheck:
             return since >= self.interval_s
+        if settled is None:
+            return since >= self.interval_s * b.slow
         grown = b.size_at_submit > 0 and size >= self.growth_ratio * b.size_at_submit
-        wait = self.reverify_s if settled == "matched" else self.unknown_retry_s
+        wait = self.reverify_s if settled == "matched" else self.unknown_retry_s * b.slow
         return since >= wait or (grown and since >= self.interval_s)
 
     def accept(self, track_id: int, quality: FaceQuality, t: float) -> bool:
         """A good crop (``min_quality``) is embedded at once."""
         return quality.size_px >= self.min_face_px and quality.overall >= self.min_quality
+
+    def worth_aligning(self, track_id: int, bound: FaceQuality, t: float) -> bool:
+        """Could this face's crop be used? ``bound`` is its quality before alignment
+        (sharpness not yet known, so an upper bound): a crop that cannot be good and
+        cannot beat the poor crop already held is not worth aligning."""
+        if bound.size_px < self.min_face_px or bound.overall < self.floor_quality:
+            return False
+        if bound.overall >= self.min_quality:
+            return True
+        return bound.overall > self._budget(track_id, t).held_quality
 
     def hold(self, track_id: int, quality: FaceQuality, crop: object, t: float) -> object | None:
         """Offer a poor crop (a profile, a blurred face).
@@ -134,11 +148,25 @@ class CropSelector:
         b = self._budget(track_id, t)
         if quality.overall > b.held_quality:
             b.held, b.held_quality = crop, quality.overall
+        return self.release_if_starved(track_id, t)
+
+    def release_if_starved(self, track_id: int, t: float) -> object | None:
+        """The held poor crop, once the track has waited its window for a good one."""
+        b = self._budget(track_id, t)
+        if b.held is None:
+            return None
         last = b.last_submit_s if b.last_submit_s is not None else b.first_seen_s
-        if t - last >= self.starve_s:
+        if t - last >= self.starve_s * b.slow:
             best, b.held, b.held_quality = b.held, None, -1.0
             return best
         return None
+
+    def evidence(self, track_id: int, looks_like_someone: bool, t: float) -> None:
+        """A face that looks like nobody enrolled (far below the threshold, again
+        and again) is checked less and less often, down to 1/``max_slow`` of the
+        normal rate; one look that resembles someone restores the full rate."""
+        b = self._budget(track_id, t)
+        b.slow = 1.0 if looks_like_someone else min(b.slow * 2.0, self.max_slow)
 
     def _budget(self, track_id: int, t: float) -> _Budget:
         b = self._budgets.get(track_id)

@@ -96,3 +96,28 @@ def test_crops_below_the_floor_are_never_used():
     sel = CropSelector(starve_s=0.5, floor_quality=0.5)
     assert sel.hold(3, q(0.05), "bad", 0.0) is None
     assert sel.hold(3, q(0.05), "bad", 5.0) is None
+
+
+def test_a_face_like_nobody_enrolled_is_checked_less_and_less_often():
+    sel = CropSelector(interval_s=0.15, max_slow=8.0)
+    d = face()
+    sel.submitted(1, 0.0, 100)
+    sel.finished(1)
+    for _ in range(5):
+        sel.evidence(1, looks_like_someone=False, t=0.0)
+    assert not sel.due(1, d, 0.15 * 7.9, None)
+    assert sel.due(1, d, 0.15 * 8.0, None)  # capped at 8x the normal interval
+    sel.evidence(1, looks_like_someone=True, t=0.0)
+    assert sel.due(1, d, 0.15, None)
+
+
+def test_poor_faces_are_not_aligned_when_they_cannot_beat_the_held_crop():
+    sel = CropSelector(min_quality=0.35, starve_s=0.5, floor_quality=0.08)
+    assert sel.worth_aligning(1, q(0.2), 0.0)
+    sel.hold(1, q(0.2), "held", 0.0)
+    assert not sel.worth_aligning(1, q(0.15), 0.1)  # cannot beat it
+    assert sel.worth_aligning(1, q(0.25), 0.1)
+    assert sel.worth_aligning(1, q(0.5), 0.1)  # a good one always
+    assert not sel.worth_aligning(1, q(0.05), 0.1)  # under the floor: useless
+    assert sel.release_if_starved(1, 0.4) is None
+    assert sel.release_if_starved(1, 0.5) == "held"
