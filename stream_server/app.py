@@ -13,6 +13,8 @@ from fastapi import FastAPI
 from .api.routes import events as events_routes
 from .api.routes import health as health_routes
 from .api.routes import metrics as metrics_routes
+from .api.routes import streams as streams_routes
+from .cameras import CameraManager
 from .config import Settings
 from .streams import StreamRegistry
 
@@ -49,6 +51,8 @@ def create_app(settings: Settings | None = None, service=None) -> FastAPI:
         app.state.service = svc
         app.state.streams = StreamRegistry(svc)
         await svc.bus.start()
+        app.state.cameras = CameraManager(settings, app.state.streams, svc.bus)
+        await app.state.cameras.start()
         watcher = asyncio.create_task(_watch_gallery(svc))
         app.state.ready = True
         log.info("service ready on %s:%d (model %s)", settings.host, settings.port, svc.model_id)
@@ -59,6 +63,7 @@ def create_app(settings: Settings | None = None, service=None) -> FastAPI:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            await app.state.cameras.close()
             await app.state.streams.close_all()
             await svc.bus.stop()
             if owns_service:
@@ -75,6 +80,7 @@ def create_app(settings: Settings | None = None, service=None) -> FastAPI:
     app.include_router(health_routes.router)
     app.include_router(metrics_routes.router)
     app.include_router(events_routes.router)
+    app.include_router(streams_routes.router)
     if WEB_CLIENT_DIR.is_dir() and (WEB_CLIENT_DIR / "index.html").exists():
         from fastapi.staticfiles import StaticFiles
 
