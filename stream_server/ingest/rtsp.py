@@ -60,6 +60,10 @@ MAX_URL_LENGTH = 2048
 # Demuxers whose input is live: decoded as fast as it comes. Anything else (HLS,
 # recordings) is paced by its timestamps, so it behaves like a camera.
 _LIVE_FORMATS = frozenset({"rtsp", "mpjpeg", "sdp", "rtp"})
+# Demuxers whose timestamps are invented (MJPEG over HTTP counts frames at 25 fps):
+# the arrival time is the media clock.
+_WALLCLOCK_FORMATS = frozenset({"mpjpeg"})
+_TB_90K = Fraction(1, 90000)
 # A connection that stayed live this long resets the reconnect backoff.
 _STABLE_S = 5.0
 # Extra time the watchdog allows beyond a blocking call's own timeout.
@@ -97,15 +101,16 @@ def mask_url(url: str) -> str:
 
 def scrub_text(text: str, secrets: Iterable[str] = ()) -> str:
     """Remove credentials from free text (error messages, log lines)."""
+    text = _USERINFO.sub(r"\1\2:***@", text)
+    text = _QUERY_SECRET.sub(r"\1***", text)
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
         text = text.replace(secret, "***")
-    text = _USERINFO.sub(r"\1\2:***@", text)
-    return _QUERY_SECRET.sub(r"\1***", text)
+    return text
 
 
 def url_secrets(url: str) -> list[str]:
-    """What must never appear in clear: the URL itself, its password, secret query values."""
-    out = [url]
+    """What must never appear in clear: the URL's password and secret query values."""
+    out: list[str] = []
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -259,6 +264,7 @@ class _Connection:
 
     transport: str | None
     paced: bool
+    wallclock: bool = False
     opened_mono: float = field(default_factory=time.monotonic)
     live_mono: float | None = None
     in0_s: float | None = None  # first input pts (s) of this connection
@@ -481,9 +487,12 @@ class CameraSource:
         # FFmpeg's own socket timeout is only a backstop: PyAV's open/read timeouts
         # should fire first (they tell an unanswered open from a silent stream).
         io_timeout_us = str(int((2 * max(t.open_timeout_s, t.stall_timeout_s) + 1) * 1_000_000))
-        opts = {"fflags": "nobuffer"}
+        opts: dict[str, str] = {}
         if self._scheme in ("rtsp", "rtsps"):
             opts.update(
+                # no buffering of what was read while probing: start with fresh frames
+                # (for recordings and HLS it would drop their first frames)
+                fflags="nobuffer",
                 rtsp_transport=transport,
                 allowed_media_types="video",
                 # The SDP describes the stream: no need to sit reading packets to probe it.
@@ -539,9 +548,11 @@ class CameraSource:
             if not container.streams.video:
                 container.close()
                 raise _SourceError("no video stream in the source")
+            fmt = container.format.name.split(",")[0]
             conn = _Connection(
                 transport=transport or None,
-                paced=container.format.name.split(",")[0] not in _LIVE_FORMATS,
+                paced=fmt not in _LIVE_FORMATS,
+                wallclock=fmt in _WALLCLOCK_FORMATS,
             )
             with self._lock:
                 self._transport = transport or None
@@ -592,17 +603,16 @@ class CameraSource:
     def _deliver(self, av_frame, conn: _Connection, generation: int) -> None:
         now = time.monotonic()
         in_s: float | None = None
-        if av_frame.pts is not None and av_frame.time_base:
+        time_base = _TB_90K
+        if not conn.wallclock and av_frame.pts is not None and av_frame.time_base:
             in_s = float(av_frame.pts * av_frame.time_base)
+            time_base = Fraction(av_frame.time_base)
         if conn.paced and in_s is not None:
             self._pace(conn, in_s, now, generation)
             now = time.monotonic()
         self.frames_decoded += 1
         self._m_decoded.inc()
         self._input_meter.tick(now)
-        out_s = self._media_time(conn, in_s, now)
-        if conn.live_mono is None:
-            self._went_live(conn, av_frame, now)
         with self._lock:
             self._last_frame_mono = now
             if in_s is not None and not conn.paced:
@@ -610,18 +620,24 @@ class CameraSource:
                 if conn.min_offset is None or offset < conn.min_offset:
                     conn.min_offset = offset
                 self._input_lag_ms = (offset - conn.min_offset) * 1000.0
-        if self._cap is not None and not self._cap.admit(out_s if out_s is not None else now):
+        # Media time: the source's clock, or the arrival time where it has none.
+        out_s = self._media_time(conn, now if in_s is None else in_s, now)
+        if conn.live_mono is None:
+            self._went_live(conn, av_frame, now)
+        if self._cap is not None and not self._cap.admit(out_s):
             self.frames_skipped += 1
             self._m_skipped.inc()
             return
         image = av_frame.to_ndarray(format="rgb24")
-        pts = time_base = None
-        if out_s is not None:
-            time_base = Fraction(av_frame.time_base)
-            pts = int(round(out_s / time_base))
         if not self._current(generation):
             raise _Stop
-        frame = Frame(self.stream_id, self.stream.next_seq(), image, pts=pts, time_base=time_base)
+        frame = Frame(
+            self.stream_id,
+            self.stream.next_seq(),
+            image,
+            pts=int(round(out_s / time_base)),
+            time_base=time_base,
+        )
         if not self.stream.put(frame):
             raise _Stop  # the stream was closed under us
 
@@ -640,11 +656,9 @@ class CameraSource:
             if self._stop.wait(delay) or not self._current(generation):
                 raise _Stop
 
-    def _media_time(self, conn: _Connection, in_s: float | None, now: float) -> float | None:
+    def _media_time(self, conn: _Connection, in_s: float, now: float) -> float:
         """Output media time: the source's, rebased so it never runs backwards across
         reconnects (the gap of an outage counts, so tracks expire as they should)."""
-        if in_s is None:
-            return None
         if conn.in0_s is None:
             conn.in0_s = in_s
             if self._last_out_s is not None and self._last_out_mono is not None:

@@ -75,7 +75,7 @@ class RtspCamera:
         self.source_port = free_port()
         self.rtp_start_port = random.randrange(20000, 30000, 200)
         self.server: subprocess.Popen | None = None
-        self.publisher: subprocess.Popen | None = None
+        self.publishers: dict[str, subprocess.Popen] = {}
 
     def url(self, credentials: str | None = None) -> str:
         auth = f"{credentials}@" if credentials else ""
@@ -126,39 +126,50 @@ class RtspCamera:
             time.sleep(0.05)
         raise RuntimeError(f"rtsp-server-perl did not start (see {self.log_dir})")
 
-    def start_publisher(self, timeout: float = 15.0) -> None:
-        log = open(self.log_dir / f"publisher-{self.client_port}.log", "ab")  # noqa: SIM115
+    def start_publisher(self, timeout: float = 15.0, path: str | None = None) -> None:
+        """Publish the clip in a loop at ``path`` (default: this camera's own path)."""
+        path = path or self.path
+        log = open(self.log_dir / f"publisher-{self.client_port}-{path}.log", "ab")  # noqa: SIM115
         cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re"]
         cmd += ["-stream_loop", "-1", "-i", str(self.clip), "-c", "copy"]
         if not self.audio:
             cmd += ["-an"]
-        cmd += ["-f", "rtsp", f"rtsp://127.0.0.1:{self.source_port}/{self.path}"]
-        self.publisher = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        cmd += ["-f", "rtsp", f"rtsp://127.0.0.1:{self.source_port}/{path}"]
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         log.close()
+        self.publishers[path] = proc
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if rtsp_describe_ok(self.client_port, self.path):
+            if rtsp_describe_ok(self.client_port, path):
                 return
-            if self.publisher.poll() is not None:
+            if proc.poll() is not None:
                 raise RuntimeError(f"ffmpeg publisher exited (see {self.log_dir})")
             time.sleep(0.05)
-        raise RuntimeError("the RTSP mount never appeared")
+        raise RuntimeError(f"the RTSP mount {path} never appeared")
+
+    @property
+    def publisher(self) -> subprocess.Popen | None:
+        return self.publishers.get(self.path)
 
     def running(self) -> bool:
-        return all(p is not None and p.poll() is None for p in (self.server, self.publisher))
+        procs = [self.server, *self.publishers.values()]
+        return bool(self.publishers) and all(p is not None and p.poll() is None for p in procs)
 
     def kill_publisher(self) -> None:
-        _kill(self.publisher)
-        self.publisher = None
+        """The picture stops, the server stays: its sessions go silent."""
+        for proc in self.publishers.values():
+            _kill(proc)
+        self.publishers = {}
 
     def kill(self) -> None:
-        """The camera dies: server and publisher killed outright."""
+        """The camera dies: server and publishers killed outright."""
+        self.kill_publisher()
         _kill(self.server)
-        _kill(self.publisher)
-        self.server = self.publisher = None
+        self.server = None
 
     def pids(self) -> list[int]:
-        return [p.pid for p in (self.server, self.publisher) if p is not None]
+        procs = [self.server, *self.publishers.values()]
+        return [p.pid for p in procs if p is not None and p.poll() is None]
 
 
 def _kill(proc: subprocess.Popen | None) -> None:
