@@ -216,11 +216,15 @@ class CameraManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watchdog
         cameras = list(self._cameras.values())
+        sources = [cam.source for cam in cameras if cam.source is not None]
+        for source in sources:
+            source.stop()
+        # Threads reading a live stream end at once; one blocked on a dead network ends
+        # by its own timeout later (a daemon thread that will not touch anything).
+        await asyncio.to_thread(_join_all, sources, 2.0)
         for cam in cameras:
-            if cam.source is not None:
-                cam.source.stop()
-        for cam in cameras:
-            await self._close_stream(cam)
+            if cam.stream is not None:
+                await self.registry.close(cam.spec.id)
         self._cameras.clear()
 
     # -- commands --------------------------------------------------------------------
@@ -376,6 +380,12 @@ class CameraManager:
         }
         async with self._write_lock:
             await asyncio.to_thread(_write_private_json, self.path, data)
+
+
+def _join_all(sources: list[CameraSource], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for source in sources:
+        source.join(max(0.0, deadline - time.monotonic()))
 
 
 def _write_private_json(path: Path, data: dict) -> None:

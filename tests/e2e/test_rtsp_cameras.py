@@ -277,7 +277,9 @@ class _HtmlHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_unreachable_and_non_stream_urls_end_in_retrying_with_readable_errors(server, api, caplog):
+def test_unreachable_and_non_stream_urls_end_in_retrying_with_readable_errors(
+    server, api, cams, caplog
+):
     caplog.set_level(logging.DEBUG)
     hole = _BlackHole()
     web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HtmlHandler)
@@ -290,10 +292,13 @@ def test_unreachable_and_non_stream_urls_end_in_retrying_with_readable_errors(se
         "silent": (f"rtsp://{creds}@127.0.0.1:{hole.port}/cam", "timed out after 2 s"),
         "html": (f"http://{creds}@127.0.0.1:{web_port}/index.html", "not a video stream"),
         "rtsp-to-web": (f"rtsp://{creds}@127.0.0.1:{web_port}/cam?password={SECRET}", ""),
+        # this server only offers RTP over UDP
+        "tcp-only": (cams[0].url(creds), "tcp: Server returned 400 Bad Request"),
     }
     try:
         for sid, (url, _) in cases.items():
-            created = add(api, url=url, id=sid)
+            extra = {"rtsp_transport": "tcp"} if sid == "tcp-only" else {}
+            created = add(api, url=url, id=sid, **extra)
             no_secret_in(json.dumps(created))
         for sid, (_, expected) in cases.items():
             body = wait_for(
