@@ -164,8 +164,8 @@ def test_killed_server_retries_then_recovers_without_disturbing_others(server, a
         events.wait(events.status("cam-b", "live"), 15, "cam-b live")
         time.sleep(1.0)
 
-        stage.kill()
         killed_at = time.time()
+        stage.kill()
         events.wait(events.status("cam-a", "retrying", killed_at), 5, "cam-a retrying")
         b_before = info(api, "cam-b")["frames_processed"]
         # the API answers at once while a camera is down
@@ -208,8 +208,8 @@ def test_stalled_camera_is_restarted_by_the_watchdog(server, api, cams):
     try:
         add(api, url=stage.url(), id="cam-stall")
         events.wait(events.status("cam-stall", "live"), 15, "live")
-        stage.kill_publisher()
         stalled_at = time.time()
+        stage.kill_publisher()
         _, retry = events.wait(events.status("cam-stall", "retrying"), 8, "retrying")
         assert retry["emitted_at"] - stalled_at < FAST["camera_stall_timeout_s"] + 2.5
         assert "no data from the camera for 2 s" in retry["detail"]
