@@ -115,6 +115,44 @@ def percentile(values: list[float], q: float) -> float | None:
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
+def calibrate(media: Path, models: Path, frames: int = 90) -> dict[str, float]:
+    """This machine's speed right now: CPU ms to decode a frame of the clip and to run
+    the full-range detector on it, single-threaded, outside the service. The machine
+    is shared (its cores slow down when neighbours work), so it is measured at the
+    start and the end of the run and every step can be read against it."""
+    import resource
+
+    import av
+
+    from stream_server.pipeline.detect import FaceDetector
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    images = []
+    t0 = cpu()
+    with av.open(str(media / CLIP)) as container:
+        video = container.streams.video[0]
+        video.codec_context.thread_count = 1
+        for frame in container.decode(video):
+            images.append(frame.to_ndarray(format="rgb24"))
+            if len(images) >= frames:
+                break
+    decode_ms = (cpu() - t0) / len(images) * 1000
+    detector = FaceDetector(models / "face_detection_full_range_sparse.tflite")
+    try:
+        for image in images[:10]:
+            detector.detect(image)
+        t0 = cpu()
+        for image in images:
+            detector.detect(image)
+        detect_ms = (cpu() - t0) / len(images) * 1000
+    finally:
+        detector.close()
+    return {"decode_rgb_ms": round(decode_ms, 2), "detect_ms": round(detect_ms, 2)}
+
+
 class EventTap:
     """Collects (kind, latency_ms) of every event from /ws/events in a thread."""
 
@@ -366,12 +404,14 @@ class Bench:
         full = [int(x) for x in self.args.full.split(",") if x]
         capped = [int(x) for x in self.args.capped.split(",") if x]
         need = max(full + capped + [1])
+        speed0 = calibrate(self.media, self.models)
+        print(f"machine speed at start (single thread, CPU ms/frame): {speed0}", flush=True)
         print(f"setting up: enrolment, RTSP server with {need} mounts, service ...", flush=True)
         self.enroll()
         self.start_cameras(need)
         self.start_server()
         results: dict = {
-            "machine": {"cpus": os.cpu_count(), "clip": CLIP},
+            "machine": {"cpus": os.cpu_count(), "clip": CLIP, "speed_at_start": speed0},
             "idle_service_rss_mb": round(self.idle_rss, 1),
             "steps": [],
         }
@@ -399,6 +439,8 @@ class Bench:
                             break
             finally:
                 tap.close()
+        results["machine"]["speed_at_end"] = calibrate(self.media, self.models)
+        print(f"machine speed at end: {results['machine']['speed_at_end']}", flush=True)
         for key, cap in (("max_cameras_full_rate", None), ("max_cameras_capped", self.args.cap)):
             ok = [s["cameras"] for s in results["steps"] if s["fps_cap"] == cap and s["passed"]]
             if cap is None and results["baseline"]["passed"]:
