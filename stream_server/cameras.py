@@ -31,6 +31,7 @@ from .ingest.rtsp import (
     CameraUrlError,
     RateMeter,
     mask_url,
+    scrub_text,
     validate_camera_url,
 )
 from .streams import LiveStream, StreamExists, StreamRegistry
@@ -369,7 +370,12 @@ class CameraManager:
             aside = self.path.with_name(f"{self.path.name}.unreadable-{int(time.time())}")
             with contextlib.suppress(OSError):
                 self.path.rename(aside)
-            log.error("camera list %s unreadable (%s); moved to %s", self.path, exc, aside.name)
+            log.error(
+                "camera list %s unreadable (%s); moved to %s",
+                self.path,
+                scrub_text(str(exc)),  # a validation error quotes the values: URLs
+                aside.name,
+            )
             return []
 
     async def _persist(self) -> None:

@@ -42,6 +42,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from traceback import format_exc
 from typing import Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -462,7 +463,8 @@ class CameraSource:
                 if self._stop.wait(delay):
                     return
         except Exception:  # a bug here must not kill the camera silently
-            log.exception("[%s] camera thread failed", self.stream_id)
+            # the traceback may quote the URL: scrub it like every other message
+            log.error("[%s] camera thread failed:\n%s", self.stream_id, self.scrub(format_exc()))
             if self._current(generation):
                 self._fail("internal error in the camera thread (see the server log)", lost=True)
                 self._busy_until = time.monotonic()  # the watchdog starts a new thread

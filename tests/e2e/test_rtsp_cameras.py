@@ -425,3 +425,26 @@ def test_cameras_persist_across_restarts_and_can_be_declared(
     finally:
         second.stop()
     assert json.loads(saved.read_text())["cameras"] == []
+
+
+def test_unreadable_camera_list_is_set_aside_and_the_server_starts(
+    settings_factory, enrolled_service, tmp_path, caplog
+):
+    from stream_server.app import create_app
+
+    caplog.set_level(logging.INFO)
+    settings = settings_factory(data_dir=tmp_path)
+    # a URL where a string belongs: the validation error quotes it
+    bad = {"version": 1, "cameras": [{"id": "x", "name": "x", "url": [f"rtsp://u:{SECRET}@h/c"]}]}
+    settings.cameras_path.write_text(json.dumps(bad))
+    srv = ServerThread(create_app(settings, service=enrolled_service)).start()
+    try:
+        with httpx.Client(base_url=srv.base, timeout=10) as api:
+            assert api.get("/streams").json() == {"streams": [], "total": 0}
+    finally:
+        srv.stop()
+    assert not settings.cameras_path.exists()
+    assert len(list(tmp_path.glob("cameras.json.unreadable-*"))) == 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("unreadable" in m for m in messages)
+    no_secret_in(*messages)
