@@ -195,6 +195,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         log_config=None,
+        access_log=False,  # the app logs each request itself, with its request id
         ws_ping_interval=20,
         ws_ping_timeout=20,
         timeout_graceful_shutdown=5,
@@ -254,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--detector", choices=["short", "full"], default="full")
     b.add_argument("--enroll-dir", default=None, help="people folder to enrol first")
     b.add_argument("--json", default=None, help="also write the results to this JSON file")
+    b.add_argument("--repeat", type=int, default=2, help="interleaved runs of each (best kept)")
     b.set_defaults(func=cmd_bench)
     return p
 
@@ -267,11 +269,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
+        from .config import ConfigurationError
         from .models import ModelNotFoundError
 
         if isinstance(exc, ModelNotFoundError):
             print(f"error: {exc}", file=sys.stderr)
             return 3
+        if isinstance(exc, ConfigurationError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         raise
 
 

@@ -9,11 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DetectorKind = Literal["short", "full"]
 RtspTransport = Literal["auto", "tcp", "udp"]
+RATE_LIMIT_OFF = frozenset({"off", "none", "disabled", "0", ""})
+
+
+class ConfigurationError(RuntimeError):
+    """The settings describe a service that must not start (e.g. open in production)."""
 
 
 class DeclaredCamera(BaseModel):
@@ -37,6 +42,25 @@ def _split_csv(value: object) -> object:
 
             return json.loads(text)
         return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class IceServer(BaseModel):
+    """A STUN or TURN server, as WebRTC's ``RTCIceServer`` describes it."""
+
+    urls: str | list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+def _ice_servers(value: object) -> object:
+    """JSON (``[{"urls": "turn:host", "username": ..., "credential": ...}]``) or a
+    comma-separated list of plain STUN/TURN URLs."""
+    if isinstance(value, str):
+        parsed = _split_csv(value)
+        if isinstance(parsed, list):
+            return [{"urls": item} if isinstance(item, str) else item for item in parsed]
+        return parsed
     return value
 
 
@@ -94,6 +118,9 @@ class Settings(BaseSettings):
     select_interval_s: float = 0.15
     select_reverify_s: float = 3.0
     select_growth_ratio: float = 1.5
+    select_unknown_retry_s: float = 1.0
+    select_starve_s: float = 0.5
+    select_floor_quality: float = 0.08
 
     # Embedding pool
     embed_workers: int = 1
@@ -106,7 +133,25 @@ class Settings(BaseSettings):
     match_threshold: float = 0.30
     match_margin: float = 0.05
     vote_min_agree: int = 2
-    vote_max_attempts: int = 6
+    vote_max_attempts: int = 8
+
+    # Live ingest: browser webcams over WebRTC, frames over a WebSocket.
+    # No STUN/TURN by default (works on a LAN and through the nginx proxy); set
+    # FACE_ICE_SERVERS for browsers behind NAT, e.g.
+    # '[{"urls": "turn:turn.example.org:3478", "username": "u", "credential": "p"}]'.
+    ice_servers: Annotated[list[IceServer], NoDecode] = []
+    webrtc_frame_timeout_s: float = Field(
+        10.0, gt=0, description="close a peer connection that sent no video for this long"
+    )
+    webrtc_max_peers: int = Field(16, ge=1, description="browser streams open at once")
+    webrtc_channel_max_buffer: int = Field(
+        1_000_000, description="bytes queued on a data channel past which frame results are skipped"
+    )
+    ingest_max_frame_bytes: int = Field(8 * 1024 * 1024, description="largest /ws/ingest frame")
+    ingest_max_pixels: int = Field(4096 * 4096, description="largest decoded frame, in pixels")
+    ws_send_timeout_s: float = Field(
+        5.0, gt=0, description="a WebSocket client that takes no data for this long is dropped"
+    )
 
     # Events
     event_bus: Literal["memory", "redis"] = "memory"
@@ -116,14 +161,71 @@ class Settings(BaseSettings):
     # Gallery
     gallery: Literal["sqlite", "redis"] = "sqlite"
 
+    # API security and limits (see README "Security")
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default=[],
+        description="Accepted API keys, comma-separated (Authorization: Bearer <key>). "
+        "Empty: the service runs open (refused when environment is production).",
+    )
+    metrics_require_key: bool = False
+    docs_require_key: bool = False
+    rate_limit: str = Field(
+        default="10/minute",
+        description="Per-client limit of /compare-faces, /recognize and enrolment, e.g. "
+        "'10/minute' or '10/minute;200/hour'; 'off' disables it.",
+    )
+    rate_limit_storage: str = "memory://"
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(default=40_000_000, ge=10_000)
+    still_concurrency: int = Field(default=2, ge=1)
+    enrol_max_images: int = Field(default=20, ge=1)
+    enrol_min_face_px: int = 40
+    enrol_min_quality: float = 0.30
+    recognize_max_faces: int = Field(default=50, ge=1)
+
     # Logging
-    log_level: str = "INFO"
+    log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"] = "INFO"
     log_format: Literal["plain", "json"] = "plain"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level_upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
 
     @field_validator("providers", mode="before")
     @classmethod
     def _providers_csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _keys_csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit_valid(cls, value: str) -> str:
+        text = value.strip()
+        if text.lower() in RATE_LIMIT_OFF:
+            return "off"
+        from limits import parse_many
+
+        try:
+            parse_many(text)
+        except ValueError as exc:
+            raise ValueError(
+                f"FACE_RATE_LIMIT {text!r} is not a limit like '10/minute' (or 'off')"
+            ) from exc
+        return text
+
+    @property
+    def rate_limit_enabled(self) -> bool:
+        return self.rate_limit != "off"
+
+    @field_validator("ice_servers", mode="before")
+    @classmethod
+    def _ice_servers_env(cls, value: object) -> object:
+        return _ice_servers(value)
 
     @property
     def gallery_path(self) -> Path:

@@ -36,7 +36,23 @@ API_DURATION = Histogram(
     ["method", "endpoint"],
     buckets=_LAT_BUCKETS,
 )
-ACTIVE_CONNECTIONS = Gauge("face_api_active_connections", "Open connections by kind", ["kind"])
+AUTH_FAILURES = Counter(
+    "face_api_auth_failures_total",
+    "Requests refused for a missing or wrong API key",
+    ["kind", "reason"],
+)
+RATE_LIMITED = Counter("face_api_rate_limited_total", "Requests refused with 429", ["scope"])
+UPLOADS_REFUSED = Counter(
+    "face_api_uploads_refused_total", "Uploads refused (too large, not an image, ...)", ["reason"]
+)
+ACTIVE_CONNECTIONS = Gauge(
+    "face_api_active_connections",
+    "Open connections by kind: http (requests in flight), websocket, webrtc (peer connections)",
+    ["kind"],
+)
+CONNECTION_KINDS = ("http", "websocket", "webrtc")
+for _kind in CONNECTION_KINDS:  # every kind exported from the start, at 0
+    ACTIVE_CONNECTIONS.labels(kind=_kind)
 
 # Frames, per stream
 FRAMES_RECEIVED = Counter("face_frames_received_total", "Frames received", ["stream"])
@@ -69,6 +85,9 @@ FRAME_TO_EVENT = Histogram(
     "face_frame_to_event_seconds", "Frame arrival to event emission", buckets=_LAT_BUCKETS
 )
 EVENTS = Counter("face_events_total", "Events emitted", ["type"])
+EVENTS_REMOTE = Counter(
+    "face_events_remote_total", "Events received from other replicas over the shared bus"
+)
 SUBSCRIBERS = Gauge("face_event_subscribers", "Connected event subscribers")
 SUBSCRIBERS_DROPPED = Counter(
     "face_event_subscribers_dropped_total", "Subscribers closed for being too slow"
@@ -79,6 +98,7 @@ GALLERY_IDENTITIES = Gauge("face_gallery_identities", "Identities matched agains
 GALLERY_TEMPLATES = Gauge("face_gallery_templates", "Face templates matched against")
 
 # Streams
+STREAM_STATES = ("connecting", "live", "retrying", "stopped")
 STREAM_STATE = Gauge("face_stream_state", "1 for the state a stream is in", ["stream", "state"])
 STREAM_RECONNECTS = Counter("face_stream_reconnects_total", "Camera reconnects", ["stream"])
 ACTIVE_TRACKS = Gauge("face_active_tracks", "Tracks alive", ["stream"])
@@ -90,6 +110,22 @@ CAMERA_FRAMES_SKIPPED = Counter(
     "Camera frames skipped before the slot by the stream's processing fps cap",
     ["stream"],
 )
+
+
+def set_stream_state(stream_id: str, state: str) -> None:
+    """Mark ``state`` as the one a stream is in (1) and every other state 0."""
+    if state not in STREAM_STATES:
+        raise ValueError(f"unknown stream state {state!r}; one of {STREAM_STATES}")
+    for name in STREAM_STATES:
+        STREAM_STATE.labels(stream=stream_id, state=name).set(1 if name == state else 0)
+
+
+def stream_opened(stream_id: str, state: str) -> None:
+    """Export a new stream's series at once: its state, and counters at 0."""
+    set_stream_state(stream_id, state)
+    for metric in (FRAMES_RECEIVED, FRAMES_PROCESSED, FRAMES_DROPPED, STREAM_RECONNECTS):
+        metric.labels(stream=stream_id)
+    ACTIVE_TRACKS.labels(stream=stream_id)
 
 
 def forget_stream(stream_id: str) -> None:
@@ -105,6 +141,6 @@ def forget_stream(stream_id: str) -> None:
     ):
         with contextlib.suppress(KeyError):
             metric.remove(stream_id)
-    for state in ("connecting", "live", "retrying", "stopped"):
+    for state in STREAM_STATES:
         with contextlib.suppress(KeyError):
             STREAM_STATE.remove(stream_id, state)

@@ -25,6 +25,8 @@ from .types import Frame
 
 log = logging.getLogger(__name__)
 
+REPLAY_EMBED_LAG_S = 0.25
+
 _COLOURS = {"matched": (40, 200, 60), "unknown": (220, 60, 60), "pending": (230, 200, 40)}
 
 
@@ -123,7 +125,13 @@ async def replay_video(
     slot = LatestFrameSlot(stream_id, loop, block=not realtime)
     annotator = VideoAnnotator(annotate) if annotate else None
     runner = service.new_runner(
-        stream_id, slot, detector, on_frame=annotator.write if annotator else None
+        stream_id,
+        slot,
+        detector,
+        on_frame=annotator.write if annotator else None,
+        # Faster than real time: embeddings may lag at most ~8 frames of media
+        # time, as they would live, so the result does not depend on machine speed.
+        embed_lag_s=None if realtime else REPLAY_EMBED_LAG_S,
     )
     sub = service.bus.subscribe(EventFilter(stream_ids=frozenset({stream_id})), queue_size=100_000)
     counts: Counter[str] = Counter()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,10 @@ def decode_image(data: bytes, max_pixels: int = 40_000_000) -> np.ndarray:
             fmt = probe.format
     except UnidentifiedImageError as exc:
         raise ImageError("not an image (JPEG, PNG, WebP or BMP expected)") from exc
+    except Image.DecompressionBombError as exc:  # Pillow's own ceiling, far above ours
+        declared = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{declared.group(1)} pixels" if declared else "its size"
+        raise ImageError(f"image of {size} exceeds the limit of {max_pixels} pixels") from exc
     except Exception as exc:
         raise ImageError(f"unreadable image: {exc}") from exc
     if width * height > max_pixels:
@@ -92,6 +97,22 @@ def decode_image(data: bytes, max_pixels: int = 40_000_000) -> np.ndarray:
 
 def read_image_file(path: Path | str, max_pixels: int = 40_000_000) -> np.ndarray:
     return decode_image(Path(path).read_bytes(), max_pixels)
+
+
+def make_gallery_store(settings: Settings) -> GalleryStore:
+    if settings.gallery == "redis":
+        from .gallery.redis import RedisGallery
+
+        return RedisGallery(settings.redis_url)
+    return SQLiteGallery(settings.gallery_path)
+
+
+def make_event_bus(settings: Settings) -> EventBus:
+    if settings.event_bus == "redis":
+        from .events.redis_bus import RedisEventBus
+
+        return RedisEventBus(settings.redis_url, settings.subscriber_queue_size)
+    return MemoryEventBus(settings.subscriber_queue_size)
 
 
 class FaceService:
@@ -115,9 +136,9 @@ class FaceService:
             batch_wait_ms=settings.embed_batch_wait_ms,
             queue_size=settings.embed_queue_size,
         )
-        self.store: GalleryStore = store or SQLiteGallery(settings.gallery_path)
+        self.store: GalleryStore = store or make_gallery_store(settings)
         self.gallery = LiveGallery(self.store, self.embedder_model.model_id)
-        self.bus: EventBus = bus or MemoryEventBus(settings.subscriber_queue_size)
+        self.bus: EventBus = bus or make_event_bus(settings)
         self.votes = VoteConfig(
             settings.match_threshold,
             settings.match_margin,
@@ -152,6 +173,7 @@ class FaceService:
         detector: DetectorKind,
         on_frame: FrameCallback | None = None,
         detector_obj: FaceDetector | None = None,
+        embed_lag_s: float | None = None,
     ) -> StreamRunner:
         """A runner for one stream; ``detector_obj`` hands over a detector loaded earlier."""
         s = self.settings
@@ -172,6 +194,7 @@ class FaceService:
             FaceTracker(s.track_iou_min, s.track_max_missing_s),
             self.votes,
             on_frame,
+            embed_lag_s,
         )
 
     # -- still images -----------------------------------------------------------
@@ -190,9 +213,17 @@ class FaceService:
                 return sorted(faces, key=lambda d: d.box.area, reverse=True)
         return []
 
-    def analyse_still(self, image: np.ndarray, max_faces: int | None = None) -> list[StillFace]:
-        """Detect, align and embed every face of a still image (blocking)."""
-        detections = self.detect_still(image)
+    def analyse_still(
+        self,
+        image: np.ndarray,
+        max_faces: int | None = None,
+        detections: list[Detection] | None = None,
+    ) -> list[StillFace]:
+        """Detect, align and embed every face of a still image (blocking), largest first.
+
+        ``detections`` (from ``detect_still``) skips the detection when already done."""
+        if detections is None:
+            detections = self.detect_still(image)
         if max_faces is not None:
             detections = detections[:max_faces]
         if not detections:

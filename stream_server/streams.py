@@ -108,6 +108,8 @@ class StreamRegistry:
         detector_obj = await asyncio.to_thread(self.service.new_detector, detector)
         stream = LiveStream(self.service, stream_id, detector, kind, detector_obj)
         self._streams[stream_id] = stream
+        # Cameras start "connecting" (their supervisor moves them on); pushed streams are live.
+        metrics.stream_opened(stream_id, "connecting" if kind == "camera" else "live")
         stream.start()
         log.info("[%s] stream opened (%s, %s-range detector)", stream_id, kind, detector)
         return stream

@@ -101,6 +101,7 @@ class TrackState:
     age_frames: int
     hits: int
     first_seen_s: float
+    resumed: bool = False  # found again after a gap: whoever it is should be checked again
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,12 +58,19 @@ class Subscription:
 
     async def get(self) -> EventBase | None:
         """Next event, or None once the subscription is closed."""
-        if self.closed_reason is not None and self.queue.empty():
+        if not self.queue.empty():
+            self.delivered += 1
+            return self.queue.get_nowait()
+        if self.closed_reason is not None:
             return None
         getter = asyncio.ensure_future(self.queue.get())
         closer = asyncio.ensure_future(self._closed.wait())
         try:
             done, _ = await asyncio.wait({getter, closer}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            # Cancelled (the reader went away): leave no queue.get() task pending.
+            getter.cancel()
+            raise
         finally:
             closer.cancel()
         if getter in done:

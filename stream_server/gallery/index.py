@@ -64,6 +64,17 @@ class GalleryIndex:
     def search(self, embedding: np.ndarray) -> Match:
         return self.search_many(embedding)[0]
 
+    def similarity_to(self, embedding: np.ndarray, identity_id: str) -> float | None:
+        """Best similarity of ``embedding`` to one identity's templates (None if absent)."""
+        try:
+            g = self.identity_ids.index(identity_id)
+        except ValueError:
+            return None
+        start = int(self.group_starts[g])
+        end = int(self.group_starts[g + 1]) if g + 1 < len(self.group_starts) else None
+        rows = self.matrix[start:end]
+        return float((rows @ np.asarray(embedding, np.float32).ravel()).max())
+
 
 class LiveGallery:
     """The store plus the current index for one embedding model.
@@ -77,6 +88,8 @@ class LiveGallery:
         self.model_id = model_id
         self._lock = threading.Lock()
         self._index = GalleryIndex.build(TemplateRows([], {}), -1)
+        # Stored templates made by other embedding models: never matched against this one.
+        self.foreign_models: dict[str, int] = {}
         self.refresh()
 
     @property
@@ -89,7 +102,9 @@ class LiveGallery:
             index = GalleryIndex.build(self.store.templates(self.model_id), revision)
             self._index = index
         foreign = {m: n for m, n in self.store.model_counts().items() if m != self.model_id}
-        if foreign:
+        changed = foreign != self.foreign_models
+        self.foreign_models = foreign
+        if foreign and changed:
             log.warning(
                 "gallery holds embeddings of other models %s, not matched against %s; "
                 "run `stream-server gallery reembed`",
@@ -97,6 +112,17 @@ class LiveGallery:
                 self.model_id,
             )
         return index
+
+    def foreign_warning(self) -> str | None:
+        """What to tell users when stored templates of other models are ignored."""
+        if not self.foreign_models:
+            return None
+        parts = ", ".join(f"{n} of {m}" for m, n in sorted(self.foreign_models.items()))
+        return (
+            f"the gallery holds face templates made by another embedding model ({parts}); "
+            f"they are not matched against the live model {self.model_id}. "
+            "Run `stream-server gallery reembed` to recompute them."
+        )
 
     def refresh_if_changed(self) -> bool:
         if self.store.revision() != self._index.revision:

@@ -15,7 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .store import FaceRecord, Identity, IdentityNotFound, NewFace, TemplateRows
+from .store import (
+    UNSET,
+    FaceNotFound,
+    FaceRecord,
+    Identity,
+    IdentityNotFound,
+    NewFace,
+    TemplateRows,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS identities (
@@ -130,15 +138,16 @@ class SQLiteGallery:
         self,
         identity_id: str,
         name: str | None = None,
-        external_id: str | None = None,
+        external_id: str | None = UNSET,
         metadata: dict | None = None,
     ) -> Identity:
+        """Change the fields given; ``external_id=None`` clears it, leaving it out keeps it."""
         with self._tx() as db:
             if db.execute("SELECT 1 FROM identities WHERE id=?", (identity_id,)).fetchone() is None:
                 raise IdentityNotFound(identity_id)
             if name is not None:
                 db.execute("UPDATE identities SET name=? WHERE id=?", (name, identity_id))
-            if external_id is not None:
+            if external_id is not UNSET:
                 db.execute(
                     "UPDATE identities SET external_id=? WHERE id=?", (external_id, identity_id)
                 )
@@ -212,7 +221,7 @@ class SQLiteGallery:
                 "SELECT crop_png FROM faces WHERE id=? AND identity_id=?", (face_id, identity_id)
             ).fetchone()
         if row is None:
-            raise IdentityNotFound(face_id)
+            raise FaceNotFound(face_id)
         return bytes(row[0])
 
     def delete_face(self, identity_id: str, face_id: str) -> None:
@@ -221,7 +230,7 @@ class SQLiteGallery:
                 "DELETE FROM faces WHERE id=? AND identity_id=?", (face_id, identity_id)
             )
             if cur.rowcount == 0:
-                raise IdentityNotFound(face_id)
+                raise FaceNotFound(face_id)
             self._bump(db)
 
     # -- matcher feed ------------------------------------------------------

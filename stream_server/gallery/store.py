@@ -12,6 +12,20 @@ class IdentityNotFound(KeyError):
     """No identity (or face) with that id."""
 
 
+class FaceNotFound(IdentityNotFound):
+    """No face with that id under that identity."""
+
+
+class _Unset:
+    """Marks an argument that was not given (as opposed to an explicit None)."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+
 @dataclass(frozen=True)
 class Identity:
     id: str
@@ -73,9 +87,11 @@ class GalleryStore(Protocol):
         self,
         identity_id: str,
         name: str | None = None,
-        external_id: str | None = None,
+        external_id: str | None = UNSET,
         metadata: dict | None = None,
-    ) -> Identity: ...
+    ) -> Identity:
+        """Change the fields given; ``external_id=None`` clears it, leaving it out keeps it."""
+        ...
 
     def delete_identity(self, identity_id: str) -> None: ...
 

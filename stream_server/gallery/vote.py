@@ -32,9 +32,11 @@ class TrackVote:
     threshold: float = 0.30
     margin: float = 0.05
     min_agree: int = 2
-    max_attempts: int = 6
+    max_attempts: int = 8
     window: int = 6
     attempts: int = 0
+    doubts: int = 0
+    withdrawn: int = 0
     decision: Decision | None = None
     best_seen: Candidate | None = None
     _recent: deque = field(default_factory=lambda: deque(maxlen=6))
@@ -59,8 +61,34 @@ class TrackVote:
             and match.margin >= self.margin
         )
 
-    def add(self, match: Match) -> Decision | None:
-        """Record one embedding's match; returns a new decision, if this made one."""
+    @property
+    def doubtful(self) -> bool:
+        return self.doubts > 0
+
+    def add(self, match: Match, current_similarity: float | None = None) -> Decision | None:
+        """Record one embedding's match; returns a new decision, if this made one.
+
+        ``current_similarity`` is this embedding's similarity to the identity the
+        track is named after. Two embeddings in a row far below the threshold (under
+        half of it: a different face, after a scene cut or a mix-up of the tracker)
+        withdraw the name, and the track is voted on afresh.
+        """
+        named = self.identity
+        if named is not None and current_similarity is not None:
+            if current_similarity < self.threshold * 0.5 and not (
+                match.best is not None and match.best.identity_id == named.identity_id
+            ):
+                self.doubts += 1
+                if self.doubts >= 2:
+                    self.decision = None
+                    self._recent.clear()
+                    self.attempts = 0
+                    self.doubts = 0
+                    self.withdrawn += 1
+                    self.best_seen = None
+                    return None
+            else:
+                self.doubts = 0
         self.attempts += 1
         if match.best is not None and (
             self.best_seen is None or match.best.similarity > self.best_seen.similarity

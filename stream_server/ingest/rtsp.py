@@ -53,7 +53,6 @@ from ..types import Frame
 log = logging.getLogger(__name__)
 
 CameraState = Literal["connecting", "live", "retrying", "stopped"]
-STATES: tuple[CameraState, ...] = ("connecting", "live", "retrying", "stopped")
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https")
 MAX_URL_LENGTH = 2048
@@ -736,10 +735,7 @@ class CameraSource:
         self.stream.slot.close()
 
     def _set_state_metric(self, state: CameraState) -> None:
-        for s in STATES:
-            metrics.STREAM_STATE.labels(stream=self.stream_id, state=s).set(
-                1.0 if s == state else 0.0
-            )
+        metrics.set_stream_state(self.stream_id, state)
 
     def _publish(self, state: CameraState, previous: str | None, detail: str | None) -> None:
         event = StreamStatus(

@@ -62,6 +62,13 @@ class LatestFrameSlot:
         self._wake()
         return True
 
+    def count_dropped(self, n: int = 1) -> None:
+        """Count frames a source dropped before they reached the slot (e.g. encoded
+        frames superseded before decoding), so ``dropped`` tells the whole story."""
+        with self._cond:
+            self.dropped += n
+        self._m_dropped.inc(n)
+
     def _wake(self) -> None:
         # A closed loop means nobody is waiting any more.
         with contextlib.suppress(RuntimeError):

@@ -28,6 +28,8 @@ class ArcFaceEmbedder:
         opts.intra_op_num_threads = max(1, threads)
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # The packs declare a batch of 1 on the output; batches work but would warn.
+        opts.log_severity_level = 3
         available = set(ort.get_available_providers())
         wanted = [p for p in (providers or ["CPUExecutionProvider"]) if p in available]
         missing = [p for p in (providers or []) if p not in available]

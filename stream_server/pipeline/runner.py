@@ -24,6 +24,7 @@ from ..gallery.vote import Decision, TrackVote
 from ..ingest.slot import LatestFrameSlot
 from ..types import Box, FaceCrop, Frame, TrackState
 from .align import align_face
+from .cut import SceneCutDetector
 from .detect import FaceDetector
 from .pool import EmbedPool, PoolClosed, PoolFull
 from .select import CropSelector, detection_quality
@@ -37,7 +38,7 @@ class VoteConfig:
     threshold: float = 0.30
     margin: float = 0.05
     min_agree: int = 2
-    max_attempts: int = 6
+    max_attempts: int = 8
 
     def new_vote(self) -> TrackVote:
         return TrackVote(self.threshold, self.margin, self.min_agree, self.max_attempts)
@@ -129,8 +130,14 @@ class StreamRunner:
         tracker: FaceTracker,
         votes: VoteConfig,
         on_frame: FrameCallback | None = None,
+        embed_lag_s: float | None = None,
     ) -> None:
+        """``embed_lag_s``: for files processed faster than real time, wait before
+        each frame for embeddings of frames more than this much media time older,
+        so results do not depend on how fast the machine is (a live stream leaves
+        it None: it never waits)."""
         self.stream_id = stream_id
+        self.embed_lag_s = embed_lag_s
         self.slot = slot
         self.detector = detector
         self.pool = pool
@@ -140,10 +147,11 @@ class StreamRunner:
         self.tracker = tracker
         self.vote_config = votes
         self.on_frame = on_frame
+        self.cuts = SceneCutDetector()
         self.stats = RunnerStats()
         self._votes: dict[int, TrackVote] = {}
         self._last_state: dict[int, TrackState] = {}
-        self._pending: set[asyncio.Future] = set()
+        self._pending: dict[asyncio.Future, FaceCrop] = {}
         self._m_processed = metrics.FRAMES_PROCESSED.labels(stream=stream_id)
         self._m_tracks = metrics.ACTIVE_TRACKS.labels(stream=stream_id)
         self.last_frame_at: float | None = None
@@ -168,8 +176,15 @@ class StreamRunner:
         while self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
 
+    async def _wait_for_old_embeddings(self, t: float) -> None:
+        old = [f for f, c in self._pending.items() if c.pts_s <= t - self.embed_lag_s]
+        if old:
+            await asyncio.wait(old)
+
     async def process(self, frame: Frame) -> FrameResult:
-        settled = {tid for tid, v in self._votes.items() if v.settled}
+        if self.embed_lag_s is not None and self._pending:
+            await self._wait_for_old_embeddings(frame.pts_s)
+        settled = {tid: v.decision.kind for tid, v in self._votes.items() if v.decision}
         analysis = await asyncio.to_thread(self._analyse, frame, settled)
         self.stats.frames += 1
         self.stats.detect_seconds += analysis.detect_s
@@ -199,48 +214,54 @@ class StreamRunner:
         return result
 
     # -- worker-thread part ----------------------------------------------------
-    def _analyse(self, frame: Frame, settled: set[int]) -> _Analysis:
+    def _analyse(self, frame: Frame, settled: dict[int, str]) -> _Analysis:
         start = time.perf_counter()
         detections = self.detector.detect(frame.image)
         detect_s = time.perf_counter() - start
         metrics.DETECT_SECONDS.observe(detect_s)
         t = frame.pts_s
+        cut_ended = self.tracker.close_all() if self.cuts.update(frame.image) else []
         update = self.tracker.update(detections, t)
+        if cut_ended:
+            update = TrackUpdate(update.active, update.started, cut_ended + update.ended)
         crops: list[FaceCrop] = []
         for state in update.active:
             det = state.detection
-            if not self.selector.due(state.track_id, det, t, state.track_id in settled):
+            if state.resumed and state.track_id in settled:
+                self.selector.recheck(state.track_id, t)
+            if not self.selector.due(state.track_id, det, t, settled.get(state.track_id)):
                 continue
             aligned = align_face(frame.image, det.keypoints)
             quality = detection_quality(det, aligned)
-            if not self.selector.accept(quality):
-                continue
-            self.selector.submitted(state.track_id, t, quality.size_px)
-            crops.append(
-                FaceCrop(
-                    self.stream_id,
-                    state.track_id,
-                    frame.seq,
-                    t,
-                    frame.arrived_mono,
-                    frame.arrived_at,
-                    det.box,
-                    quality.overall,
-                    aligned,
-                )
+            crop = FaceCrop(
+                self.stream_id,
+                state.track_id,
+                frame.seq,
+                t,
+                frame.arrived_mono,
+                frame.arrived_at,
+                det.box,
+                quality.overall,
+                aligned,
             )
+            if not self.selector.accept(state.track_id, quality, t):
+                crop = self.selector.hold(state.track_id, quality, crop, t)
+                if crop is None:
+                    continue
+            self.selector.submitted(state.track_id, t, min(crop.box.w, crop.box.h))
+            crops.append(crop)
         return _Analysis(update, crops, detect_s)
 
     # -- embeddings and votes --------------------------------------------------
     def _submit(self, crop: FaceCrop) -> None:
         cfut = self.pool.submit(crop.image)
         fut = asyncio.wrap_future(cfut)
-        self._pending.add(fut)
+        self._pending[fut] = crop
         self.stats.embeddings_submitted += 1
         fut.add_done_callback(lambda f, c=crop: self._embedded(c, f))
 
     def _embedded(self, crop: FaceCrop, fut: asyncio.Future) -> None:
-        self._pending.discard(fut)
+        self._pending.pop(fut, None)
         self.selector.finished(crop.track_id)
         if fut.cancelled():
             return
@@ -256,9 +277,23 @@ class StreamRunner:
         if vote is None:  # the track ended meanwhile
             return
         start = time.perf_counter()
-        match = self.gallery.search(np.asarray(fut.result()))
+        embedding = np.asarray(fut.result())
+        index = self.gallery.index
+        match = index.search(embedding)
+        named = vote.identity
+        current = index.similarity_to(embedding, named.identity_id) if named else None
         metrics.MATCH_SECONDS.observe(time.perf_counter() - start)
-        decision = vote.add(match)
+        withdrawn_before = vote.withdrawn
+        decision = vote.add(match, current)
+        if vote.withdrawn != withdrawn_before:
+            log.info(
+                "[%s] track %d no longer looks like %s; voting again",
+                self.stream_id,
+                crop.track_id,
+                named.identity_id if named else "?",
+            )
+        if vote.doubtful or vote.withdrawn != withdrawn_before:
+            self.selector.recheck(crop.track_id, crop.pts_s)
         if decision is not None:
             self._decided(crop, decision)
 

@@ -2,9 +2,10 @@
 
 Embedding costs ~5-10x a detection, so a face is embedded only when it is big,
 sharp and frontal enough, and only as often as its track's budget allows:
-at most one embedding in flight per track; while a track is unidentified, one
-every ``interval_s`` of media time; once it is named (or declared unknown), a
-re-check every ``reverify_s``, or sooner when the face has grown by
+at most one embedding in flight per track; while a track is undecided, one
+every ``interval_s`` of media time; once it is named, a re-check every
+``reverify_s``; once declared unknown, a retry every ``unknown_retry_s`` (people
+turn towards the camera); in both cases sooner when the face has grown by
 ``growth_ratio`` since its last embedding (it came closer: a better look).
 """
 
@@ -73,9 +74,13 @@ def detection_quality(det: Detection, aligned: np.ndarray | None = None) -> Face
 
 @dataclass
 class _Budget:
+    first_seen_s: float
     last_submit_s: float | None = None
     size_at_submit: float = 0.0
     in_flight: bool = False
+    recheck: bool = False
+    held: object | None = None  # best poor crop seen since the last submission
+    held_quality: float = -1.0
 
 
 @dataclass
@@ -85,11 +90,17 @@ class CropSelector:
     interval_s: float = 0.15
     reverify_s: float = 3.0
     growth_ratio: float = 1.5
+    unknown_retry_s: float = 1.0
+    starve_s: float = 0.5
+    floor_quality: float = 0.08
     _budgets: dict[int, _Budget] = field(default_factory=dict)
 
-    def due(self, track_id: int, det: Detection, t: float, settled: bool) -> bool:
-        """Cheap pre-check before aligning: is this track allowed an embedding now?"""
-        b = self._budgets.setdefault(track_id, _Budget())
+    def due(self, track_id: int, det: Detection, t: float, settled: str | None) -> bool:
+        """Cheap pre-check before aligning: is this track allowed an embedding now?
+
+        ``settled`` is None while the track is undecided, else "matched" or "unknown".
+        """
+        b = self._budget(track_id, t)
         if b.in_flight:
             return False
         size = min(det.box.w, det.box.h)
@@ -100,19 +111,51 @@ class CropSelector:
         since = t - b.last_submit_s
         if since < 0:  # media clock went back (a looped file): start over
             return True
-        if not settled:
+        if settled is None or b.recheck:
             return since >= self.interval_s
         grown = b.size_at_submit > 0 and size >= self.growth_ratio * b.size_at_submit
-        return since >= self.reverify_s or (grown and since >= self.interval_s)
+        wait = self.reverify_s if settled == "matched" else self.unknown_retry_s
+        return since >= wait or (grown and since >= self.interval_s)
 
-    def accept(self, quality: FaceQuality) -> bool:
+    def accept(self, track_id: int, quality: FaceQuality, t: float) -> bool:
+        """A good crop (``min_quality``) is embedded at once."""
         return quality.size_px >= self.min_face_px and quality.overall >= self.min_quality
 
+    def hold(self, track_id: int, quality: FaceQuality, crop: object, t: float) -> object | None:
+        """Offer a poor crop (a profile, a blurred face).
+
+        The best one of each ``starve_s`` window is kept, and handed back for
+        embedding once the track has gone that long without one, so a face that
+        never shows a good crop is still checked, at a bounded rate, with its best
+        look. Crops under ``floor_quality`` are never used.
+        """
+        if quality.size_px < self.min_face_px or quality.overall < self.floor_quality:
+            return None
+        b = self._budget(track_id, t)
+        if quality.overall > b.held_quality:
+            b.held, b.held_quality = crop, quality.overall
+        last = b.last_submit_s if b.last_submit_s is not None else b.first_seen_s
+        if t - last >= self.starve_s:
+            best, b.held, b.held_quality = b.held, None, -1.0
+            return best
+        return None
+
+    def _budget(self, track_id: int, t: float) -> _Budget:
+        b = self._budgets.get(track_id)
+        if b is None:
+            b = self._budgets[track_id] = _Budget(first_seen_s=t)
+        return b
+
     def submitted(self, track_id: int, t: float, size_px: float) -> None:
-        b = self._budgets.setdefault(track_id, _Budget())
+        b = self._budget(track_id, t)
         b.last_submit_s = t
         b.size_at_submit = size_px
         b.in_flight = True
+        b.recheck = False
+
+    def recheck(self, track_id: int, t: float) -> None:
+        """Check this track again at the undecided rate (it may be someone else now)."""
+        self._budget(track_id, t).recheck = True
 
     def finished(self, track_id: int) -> None:
         b = self._budgets.get(track_id)

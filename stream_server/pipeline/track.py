@@ -45,7 +45,9 @@ class TrackUpdate:
 class FaceTracker:
     iou_min: float = 0.2
     max_missing_s: float = 1.0
-    max_center_dist: float = 1.0  # in face sizes
+    max_center_dist: float = 0.5  # in face sizes, for pairs that do not overlap enough
+    max_size_ratio: float = 1.4
+    resume_gap_s: float = 0.25
     confirm_hits: int = 2
     _tracks: dict[int, _Track] = field(default_factory=dict)
     _next_id: int = 1
@@ -57,7 +59,7 @@ class FaceTracker:
             return 1.0 + iou
         size = max(pred.w, pred.h, 1.0)
         ratio = det.box.w / max(pred.w, 1.0)
-        if not 0.5 <= ratio <= 2.0:
+        if not 1.0 / self.max_size_ratio <= ratio <= self.max_size_ratio:
             return 0.0
         (px, py), (dx, dy) = pred.center, det.box.center
         dist = ((px - dx) ** 2 + (py - dy) ** 2) ** 0.5 / size
@@ -85,6 +87,7 @@ class FaceTracker:
             track = self._tracks[tid]
             det = detections[di]
             dt = t - track.last_seen_s
+            resumed = dt > self.resume_gap_s
             if dt > 1e-6:
                 (ox, oy), (nx, ny) = track.box.center, det.box.center
                 alpha = 0.5
@@ -99,7 +102,7 @@ class FaceTracker:
                 track.confirmed = True
                 started.append(self._state(track))
             if track.confirmed:
-                active.append(self._state(track))
+                active.append(self._state(track, resumed))
         for di, det in enumerate(detections):
             if di in used_dets:
                 continue
@@ -129,9 +132,14 @@ class FaceTracker:
         return ended
 
     @staticmethod
-    def _state(track: _Track) -> TrackState:
+    def _state(track: _Track, resumed: bool = False) -> TrackState:
         return TrackState(
-            track.track_id, track.detection, track.age_frames, track.hits, track.first_seen_s
+            track.track_id,
+            track.detection,
+            track.age_frames,
+            track.hits,
+            track.first_seen_s,
+            resumed,
         )
 
     def __len__(self) -> int:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from stream_server.server_thread import ServerThread as _ServerThread
 from tests.conftest import skip_or_fail
 
 _PERL_SERVER = (
@@ -180,48 +181,23 @@ def _kill(proc: subprocess.Popen | None) -> None:
     proc.wait(timeout=10)
 
 
-class ServerThread:
-    """The app under uvicorn on 127.0.0.1 in a background thread (its own event loop)."""
+class ServerThread(_ServerThread):
+    """The app under uvicorn on 127.0.0.1 (a free port) in a background thread."""
 
     def __init__(self, app) -> None:
-        import uvicorn
-
-        self.port = free_port()
-        self.app = app
-        config = uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=self.port,
-            log_config=None,
-            lifespan="on",
-            ws_ping_interval=None,
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="uvicorn-test", daemon=True)
+        super().__init__(app, host="127.0.0.1", port=0)
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.url
 
     @property
     def ws_base(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 60.0) -> ServerThread:
-        self.thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.server.started:
-            if not self.thread.is_alive():
-                raise RuntimeError("the server failed to start")
-            if time.monotonic() > deadline:
-                raise RuntimeError("the server did not start in time")
-            time.sleep(0.05)
-        return self
+        return self.ws_url
 
     def stop(self, timeout: float = 30.0) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout)
-        if self.thread.is_alive():
+        super().stop(timeout)
+        if self._thread.is_alive():
             pytest.fail("the server did not shut down in time")
 
 

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 
+from ... import metrics
 from ...events.bus import EventFilter
 from ...events.schema import EVENT_TYPES
+from ..websocket_io import (
+    CLOSE_BAD_REQUEST,
+    CLOSE_TOO_SLOW,
+    ClientTooSlow,
+    close_quietly,
+    send_text_within,
+)
 
 log = logging.getLogger(__name__)
 router = APIRouter()
-
-CLOSE_TOO_SLOW = 4008
-CLOSE_BAD_REQUEST = 4400
 
 
 def _csv(values: list[str] | None) -> frozenset[str]:
@@ -64,9 +70,14 @@ async def ws_events(
         # Reading lets us notice the client going away while no events flow.
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):
             while True:
-                await websocket.receive_text()
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
 
+    send_timeout = websocket.app.state.settings.ws_send_timeout_s
     reader = asyncio.create_task(watch_client())
+    connections = metrics.ACTIVE_CONNECTIONS.labels(kind="ws_events")
+    connections.inc()
     try:
         while True:
             getter = asyncio.create_task(sub.get())
@@ -78,14 +89,25 @@ async def ws_events(
             if event is None:
                 reason = sub.closed_reason or "closed"
                 with contextlib.suppress(Exception):
-                    await websocket.send_json({"type": "error", "error": reason})
-                    await websocket.close(
-                        CLOSE_TOO_SLOW if "slow" in reason else 1001, reason[:120]
+                    await send_text_within(
+                        websocket, json.dumps({"type": "error", "error": reason}), 1.0
                     )
+                await close_quietly(websocket, CLOSE_TOO_SLOW if "slow" in reason else 1001, reason)
                 return
-            await websocket.send_text(event.model_dump_json())
+            # A client that stopped reading fills its socket buffers and the send
+            # blocks: only this subscriber waits (its queue fills and the bus drops it),
+            # and after the send timeout it is disconnected.
+            await send_text_within(websocket, event.model_dump_json(), send_timeout)
+    except ClientTooSlow as exc:
+        reason = sub.closed_reason or f"subscriber too slow: {exc}"
+        if sub.closed_reason is None:  # else the bus already dropped it and counted that
+            log.warning("closing an event subscriber: %s", reason)
+            metrics.SUBSCRIBERS_DROPPED.inc()
+            sub.close(reason)
+        await close_quietly(websocket, CLOSE_TOO_SLOW, reason)
     except (WebSocketDisconnect, RuntimeError):
         return
     finally:
+        connections.dec()
         sub.close("client left")
         reader.cancel()

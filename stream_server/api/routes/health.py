@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
@@ -22,7 +24,7 @@ async def ready(request: Request) -> JSONResponse:
         checks["models"] = True
         checks["pool"] = service.pool.alive
         try:
-            service.store.revision()
+            await asyncio.to_thread(service.store.revision)  # may be a network round trip
             checks["gallery"] = True
         except Exception as exc:
             checks["gallery"] = f"error: {exc}"
@@ -33,4 +35,8 @@ async def ready(request: Request) -> JSONResponse:
     if service is not None:
         body["model"] = service.model_id
         body["gallery_identities"] = service.gallery.index.size
+        # Templates of another embedding model are never matched against the live one;
+        # the service still works (those identities just go unmatched), so it stays ready.
+        warning = service.gallery.foreign_warning()
+        body["warnings"] = [warning] if warning else []
     return JSONResponse(body, status_code=200 if ok else 503)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ...cameras import STREAM_ID_PATTERN, CameraError
 from ...config import DetectorKind, RtspTransport
 from ...ingest.rtsp import CameraUrlError, scrub_text
+from ..errors import ErrorBody, error_response, responses
 
 router = APIRouter(tags=["streams"])
 
@@ -82,8 +83,12 @@ class StreamList(BaseModel):
     total: int
 
 
+_CODES = {400: "bad_request", 404: "not_found", 409: "conflict", 422: "invalid_request"}
+
+
 def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"detail": message}, status_code=status)
+    """The API's error shape: ``{"error": <code>, "detail": <what went wrong>}``."""
+    return error_response(status, _CODES.get(status, "internal_error"), message)
 
 
 def _manager(request: Request):
@@ -101,7 +106,10 @@ def _manager(request: Request):
             "content": {"application/json": {"schema": StreamCreate.model_json_schema()}},
         }
     },
-    responses={409: {"description": "id in use, or camera limit reached"}},
+    responses={
+        **responses(401, 422),
+        409: {"model": ErrorBody, "description": "id in use, or camera limit reached"},
+    },
 )
 async def create_stream(request: Request):
     """Start pulling a camera. It starts in ``connecting`` and turns ``live`` with the
@@ -120,7 +128,7 @@ async def create_stream(request: Request):
             {"loc": list(e["loc"]), "msg": scrub_text(e["msg"]), "type": e["type"]}
             for e in exc.errors(include_input=False, include_url=False, include_context=False)
         ]
-        return JSONResponse({"detail": errors}, status_code=422)
+        return error_response(422, "invalid_request", errors)
     try:
         camera = await _manager(request).add(
             body.url,
@@ -149,7 +157,10 @@ async def list_streams(request: Request) -> dict:
     "/streams/{stream_id}",
     response_model=StreamInfo,
     summary="One camera stream: state, fps, drops, reconnects, last error",
-    responses={404: {"description": "no such camera stream"}},
+    responses={
+        **responses(401),
+        404: {"model": ErrorBody, "description": "no such camera stream"},
+    },
 )
 async def get_stream(stream_id: str, request: Request):
     camera = _manager(request).get(stream_id)
@@ -162,7 +173,11 @@ async def get_stream(stream_id: str, request: Request):
     "/streams/{stream_id}",
     status_code=204,
     summary="Stop and remove a camera stream",
-    responses={404: {"description": "no such camera stream"}, 409: {"description": "declared"}},
+    responses={
+        **responses(401),
+        404: {"model": ErrorBody, "description": "no such camera stream"},
+        409: {"model": ErrorBody, "description": "declared in the settings"},
+    },
 )
 async def delete_stream(stream_id: str, request: Request):
     try:

@@ -1,0 +1,149 @@
+"""Issue 7: two server processes on one real redis-server behave as one service."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import pytest
+import websockets
+
+from tests.api.server import ServerProcess
+from tests.live_helpers import clip_frames, encode
+from tests.redis_server import RedisServer
+
+HIM = "lin_manuel_miranda"
+
+
+@pytest.fixture()
+def redis_server(tmp_path):
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def replicas(redis_server, model_dir, tmp_path):
+    env = {
+        "FACE_EVENT_BUS": "redis",
+        "FACE_GALLERY": "redis",
+        "FACE_REDIS_URL": redis_server.url,
+        "FACE_RATE_LIMIT": "off",
+    }
+    started = []
+    for name in ("a", "b"):
+        proc = ServerProcess(tmp_path / f"data-{name}", model_dir, tmp_path / f"{name}.log", **env)
+        started.append(proc)
+    # Start both before waiting: model loading overlaps.
+    try:
+        for proc in started:
+            proc.start()
+        yield started
+    finally:
+        for proc in started:
+            proc.kill()
+
+
+def wait_until(cond, timeout: float, step: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"not within {timeout} s")
+
+
+def enrol(base: str, name: str, path) -> str:
+    r = httpx.post(f"{base}/identities", json={"name": name}, timeout=30)
+    assert r.status_code == 201, r.text
+    ident = r.json()["id"]
+    with open(path, "rb") as fh:
+        r = httpx.post(
+            f"{base}/identities/{ident}/faces", files=[("files", (path.name, fh))], timeout=60
+        )
+    assert r.status_code == 201, r.text
+    return ident
+
+
+def recognised(base: str, path) -> list[str | None]:
+    with open(path, "rb") as fh:
+        r = httpx.post(f"{base}/recognize", files={"image": (path.name, fh)}, timeout=60)
+    assert r.status_code == 200, r.text
+    return [f["name"] if f["known"] else None for f in r.json()["faces"]]
+
+
+async def stream_on(base_ws: str, frames, stream_id: str) -> None:
+    async with websockets.connect(
+        f"{base_ws}/ws/ingest?stream_id={stream_id}", max_size=None
+    ) as ws:
+        for frame in frames:
+            await ws.send(encode(frame))
+            await asyncio.sleep(1 / 30)
+        await asyncio.sleep(1.0)
+
+
+async def collect_events(base_ws: str, stream_id: str, until, timeout: float) -> list[dict]:
+    got: list[dict] = []
+    async with websockets.connect(f"{base_ws}/ws/events?stream_id={stream_id}") as ws:
+        assert json.loads(await ws.recv())["type"] == "subscribed"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not until(got):
+            try:
+                got.append(json.loads(await asyncio.wait_for(ws.recv(), 1.0)))
+            except TimeoutError:
+                continue
+    return got
+
+
+def test_enrol_on_a_recognise_on_b_and_events_cross_replicas(replicas, media_dir):
+    a, b = replicas
+    probe = media_dir / "probes" / "obama1.jpg"
+    assert recognised(b.url, probe) == [None]
+    t0 = time.monotonic()
+    enrol(a.url, "obama", media_dir / "people" / "obama" / "obama.jpg")
+    wait_until(lambda: recognised(b.url, probe) == ["obama"], timeout=5, step=0.05)
+    assert time.monotonic() - t0 < 5
+    enrol(a.url, HIM, media_dir / "lin-manuel-miranda.png")
+
+    frames = clip_frames(media_dir)[80:200]
+
+    async def scenario():
+        subscriber = asyncio.create_task(
+            collect_events(
+                a.ws_url, "cam-on-b", lambda got: any(e["type"] == "face.matched" for e in got), 30
+            )
+        )
+        await asyncio.sleep(0.5)  # subscribed on A before B's stream starts
+        await stream_on(b.ws_url, frames, "cam-on-b")
+        return await subscriber
+
+    events = asyncio.run(scenario())
+    matched = [e for e in events if e["type"] == "face.matched"]
+    assert matched and matched[0]["name"] == HIM and matched[0]["stream_id"] == "cam-on-b"
+
+
+def test_redis_outage_makes_both_not_ready_then_both_recover(replicas, redis_server, media_dir):
+    a, b = replicas
+    ident = enrol(a.url, HIM, media_dir / "lin-manuel-miranda.png")
+    for r in replicas:
+        assert httpx.get(r.url + "/ready", timeout=5).status_code == 200
+    redis_server.stop()
+    for r in replicas:
+        wait_until(lambda r=r: httpx.get(r.url + "/ready", timeout=10).status_code == 503, 15)
+        assert httpx.get(r.url + "/health", timeout=5).status_code == 200  # still up
+        assert r.proc.poll() is None
+    # Streams keep being processed while Redis is away (the last loaded gallery).
+    frames = clip_frames(media_dir)[80:140]
+    asyncio.run(stream_on(b.ws_url, frames, "during-outage"))
+    assert b.proc.poll() is None
+    redis_server.start()
+    t0 = time.monotonic()
+    for r in replicas:
+        wait_until(lambda r=r: httpx.get(r.url + "/ready", timeout=5).status_code == 200, 10)
+    assert time.monotonic() - t0 < 5
+    # Nothing enrolled before the outage was lost (Redis append-only file).
+    r = httpx.get(f"{b.url}/identities/{ident}", timeout=5)
+    assert r.status_code == 200 and r.json()["face_count"] == 1
