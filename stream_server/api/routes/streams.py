@@ -27,6 +27,9 @@ class StreamCreate(BaseModel):
         description="rtsp:// or rtsps:// camera URL (credentials allowed: they are never "
         "shown), http(s):// for MJPEG or HLS, or file: when FACE_CAMERA_ALLOW_FILE is set",
         examples=["rtsp://user:password@192.168.1.20:554/stream1"],
+        # Documented (and used by schema-driven clients); the route checks it itself so
+        # that a refusal says why in words and never quotes the URL back.
+        json_schema_extra={"pattern": r"^(rtsp|rtsps|http|https|file)://\S+$"},
     )
     name: str | None = Field(None, max_length=100, description="a name for people")
     id: str | None = Field(
@@ -107,7 +110,7 @@ def _manager(request: Request):
         }
     },
     responses={
-        **responses(401, 422),
+        **responses(400, 401, 422),
         409: {"model": ErrorBody, "description": "id in use, or camera limit reached"},
     },
 )
