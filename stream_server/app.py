@@ -19,9 +19,11 @@ from .api.routes import identities as identities_routes
 from .api.routes import ingest as ingest_routes
 from .api.routes import metrics as metrics_routes
 from .api.routes import recognize as recognize_routes
+from .api.routes import streams as streams_routes
 from .api.routes import webrtc as webrtc_routes
 from .api.security import install_security, warn_if_open
 from .api.stills import StillAnalyser
+from .cameras import CameraManager
 from .config import Settings
 from .ingest.webrtc import PeerSessions
 from .streams import StreamRegistry
@@ -71,6 +73,8 @@ def create_app(settings: Settings | None = None, service=None) -> FastAPI:
         app.state.webrtc = PeerSessions(settings, app.state.streams, svc.bus)
         svc.refresh_gallery_metrics()
         await svc.bus.start()
+        app.state.cameras = CameraManager(settings, app.state.streams, svc.bus)
+        await app.state.cameras.start()
         watcher = asyncio.create_task(_watch_gallery(svc))
         app.state.ready = True
         log.info("service ready on %s:%d (model %s)", settings.host, settings.port, svc.model_id)
@@ -81,6 +85,7 @@ def create_app(settings: Settings | None = None, service=None) -> FastAPI:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            await app.state.cameras.close()
             await app.state.webrtc.close_all()
             await app.state.streams.close_all()
             await svc.bus.stop()
@@ -104,6 +109,7 @@ def create_app(settings: Settings | None = None, service=None) -> FastAPI:
     app.include_router(recognize_routes.router)
     app.include_router(webrtc_routes.router)
     app.include_router(ingest_routes.router)
+    app.include_router(streams_routes.router)
     if WEB_CLIENT_DIR.is_dir() and (WEB_CLIENT_DIR / "index.html").exists():
         from fastapi.staticfiles import StaticFiles
 

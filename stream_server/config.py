@@ -9,15 +9,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DetectorKind = Literal["short", "full"]
+RtspTransport = Literal["auto", "tcp", "udp"]
 RATE_LIMIT_OFF = frozenset({"off", "none", "disabled", "0", ""})
 
 
 class ConfigurationError(RuntimeError):
     """The settings describe a service that must not start (e.g. open in production)."""
+
+
+class DeclaredCamera(BaseModel):
+    """A camera declared in the settings (``FACE_CAMERAS``, a JSON list of these)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str
+    name: str | None = None
+    id: str | None = Field(None, description="stream id; derived from the name when absent")
+    detector: DetectorKind | None = None
+    fps_cap: float | None = Field(None, gt=0, le=240)
+    rtsp_transport: RtspTransport = "auto"
 
 
 def _split_csv(value: object) -> object:
@@ -77,6 +91,22 @@ class Settings(BaseSettings):
     detector_min_confidence: float = 0.5
     webcam_detector: DetectorKind = "short"
     camera_detector: DetectorKind = "full"
+
+    # IP cameras (RTSP, and HTTP MJPEG/HLS): see stream_server/cameras.py
+    cameras: list[DeclaredCamera] = Field(
+        default_factory=list,
+        description="Cameras started with the server, as JSON: "
+        '[{"url": "rtsp://...", "name": "door", "fps_cap": 10}]',
+    )
+    camera_allow_file: bool = Field(
+        False, description="accept file: URLs as camera sources (replaying recordings)"
+    )
+    camera_max_streams: int = 64
+    camera_open_timeout_s: float = 10.0
+    camera_stall_timeout_s: float = 5.0
+    camera_backoff_initial_s: float = 0.5
+    camera_backoff_max_s: float = 3.0
+    camera_decode_threads: int = 1
 
     # Tracking (times are media seconds so replays and live streams behave alike)
     track_iou_min: float = 0.2
@@ -200,6 +230,10 @@ class Settings(BaseSettings):
     @property
     def gallery_path(self) -> Path:
         return self.data_dir / "gallery.sqlite3"
+
+    @property
+    def cameras_path(self) -> Path:
+        return self.data_dir / "cameras.json"
 
     @property
     def download_dir(self) -> Path:

@@ -102,6 +102,14 @@ STREAM_STATES = ("connecting", "live", "retrying", "stopped")
 STREAM_STATE = Gauge("face_stream_state", "1 for the state a stream is in", ["stream", "state"])
 STREAM_RECONNECTS = Counter("face_stream_reconnects_total", "Camera reconnects", ["stream"])
 ACTIVE_TRACKS = Gauge("face_active_tracks", "Tracks alive", ["stream"])
+CAMERA_FRAMES_DECODED = Counter(
+    "face_camera_frames_decoded_total", "Frames decoded from a camera", ["stream"]
+)
+CAMERA_FRAMES_SKIPPED = Counter(
+    "face_camera_frames_skipped_total",
+    "Camera frames skipped before the slot by the stream's processing fps cap",
+    ["stream"],
+)
 
 
 def set_stream_state(stream_id: str, state: str) -> None:
@@ -128,6 +136,8 @@ def forget_stream(stream_id: str) -> None:
         FRAMES_DROPPED,
         STREAM_RECONNECTS,
         ACTIVE_TRACKS,
+        CAMERA_FRAMES_DECODED,
+        CAMERA_FRAMES_SKIPPED,
     ):
         with contextlib.suppress(KeyError):
             metric.remove(stream_id)
