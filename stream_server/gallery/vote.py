@@ -25,8 +25,10 @@ class TrackVote:
     ``threshold`` and ahead of the runner-up by at least ``margin``. The track is
     named X when ``min_agree`` of its last ``window`` embeddings agree with X and
     no other identity has as many; it is declared unknown after ``max_attempts``
-    embeddings without a name. Each decision is reported once: a later decision
-    is reported only when it names someone else (or names someone after unknown).
+    embeddings without a name, or sooner, after ``far_unknown`` embeddings in a row
+    that resemble nobody (under ``far_ratio`` of the threshold). Each decision is reported once:
+    a later decision is reported only when it names someone else (or names someone
+    after unknown).
     """
 
     threshold: float = 0.30
@@ -34,7 +36,10 @@ class TrackVote:
     min_agree: int = 2
     max_attempts: int = 8
     window: int = 6
+    far_unknown: int = 3
+    far_ratio: float = 0.6
     attempts: int = 0
+    far_streak: int = 0
     doubts: int = 0
     withdrawn: int = 0
     decision: Decision | None = None
@@ -53,6 +58,12 @@ class TrackVote:
         if self.decision is not None and self.decision.kind == "matched":
             return self.decision.candidate
         return None
+
+    def resembles_someone(self, match: Match) -> bool:
+        """Is this embedding anywhere near an enrolled person (``far_ratio`` of the
+        threshold)? Faces that resemble nobody are decided and re-checked sooner and
+        less often respectively."""
+        return match.best is not None and match.best.similarity >= self.threshold * self.far_ratio
 
     def agrees(self, match: Match) -> bool:
         return (
@@ -90,6 +101,7 @@ class TrackVote:
             else:
                 self.doubts = 0
         self.attempts += 1
+        self.far_streak = 0 if self.resembles_someone(match) else self.far_streak + 1
         if match.best is not None and (
             self.best_seen is None or match.best.similarity > self.best_seen.similarity
         ):
@@ -110,7 +122,9 @@ class TrackVote:
                     self.decision = Decision("matched", best, len(top), self.attempts)
                     return self.decision
                 return None
-        if self.decision is None and self.attempts >= self.max_attempts:
+        if self.decision is None and (
+            self.attempts >= self.max_attempts or self.far_streak >= self.far_unknown
+        ):
             self.decision = Decision("unknown", self.best_seen, 0, self.attempts)
             return self.decision
         return None

@@ -148,6 +148,7 @@ class StreamRunner:
         self.vote_config = votes
         self.on_frame = on_frame
         self.cuts = SceneCutDetector()
+        self._gallery_revision: int | None = None
         self.stats = RunnerStats()
         self._votes: dict[int, TrackVote] = {}
         self._last_state: dict[int, TrackState] = {}
@@ -215,6 +216,11 @@ class StreamRunner:
 
     # -- worker-thread part ----------------------------------------------------
     def _analyse(self, frame: Frame, settled: dict[int, str]) -> _Analysis:
+        revision = self.gallery.index.revision
+        if revision != self._gallery_revision:
+            if self._gallery_revision is not None:
+                self.selector.gallery_changed()
+            self._gallery_revision = revision
         start = time.perf_counter()
         detections = self.detector.detect(frame.image)
         detect_s = time.perf_counter() - start
@@ -291,8 +297,7 @@ class StreamRunner:
         withdrawn_before = vote.withdrawn
         decision = vote.add(match, current)
         if vote.decision is None or vote.decision.kind == "unknown":
-            near = match.best is not None and match.best.similarity >= vote.threshold * 0.5
-            self.selector.evidence(crop.track_id, near, crop.pts_s)
+            self.selector.evidence(crop.track_id, vote.resembles_someone(match), crop.pts_s)
         if vote.withdrawn != withdrawn_before:
             log.info(
                 "[%s] track %d no longer looks like %s; voting again",
@@ -300,7 +305,14 @@ class StreamRunner:
                 crop.track_id,
                 named.identity_id if named else "?",
             )
-        if vote.doubtful or vote.withdrawn != withdrawn_before:
+        # Look again soon when the evidence changed: a doubt about the name, a name
+        # withdrawn, or an "unknown" face that now resembles someone (just enrolled).
+        settled_unknown = vote.decision is not None and vote.decision.kind == "unknown"
+        if (
+            vote.doubtful
+            or vote.withdrawn != withdrawn_before
+            or (settled_unknown and vote.agrees(match))
+        ):
             self.selector.recheck(crop.track_id, crop.pts_s)
         if decision is not None:
             self._decided(crop, decision)

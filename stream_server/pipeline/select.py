@@ -161,6 +161,12 @@ class CropSelector:
             return best
         return None
 
+    def gallery_changed(self) -> None:
+        """People were enrolled or removed: check every face again at the full rate."""
+        for b in self._budgets.values():
+            b.slow = 1.0
+            b.recheck = True
+
     def evidence(self, track_id: int, looks_like_someone: bool, t: float) -> None:
         """A face that looks like nobody enrolled (far below the threshold, again
         and again) is checked less and less often, down to 1/``max_slow`` of the

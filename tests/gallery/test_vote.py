@@ -36,14 +36,26 @@ def test_below_threshold_or_without_margin_never_names():
 
 
 def test_unknown_after_bounded_attempts_then_named_if_evidence_comes():
-    v = TrackVote(min_agree=2, max_attempts=4)
-    decisions = [v.add(m(A, 0.1)) for _ in range(4)]
+    # Close to someone but never enough: unknown after max_attempts.
+    v = TrackVote(threshold=0.3, min_agree=2, max_attempts=4)
+    decisions = [v.add(m(A, 0.25)) for _ in range(4)]
     assert decisions[:3] == [None, None, None]
     assert decisions[3].kind == "unknown" and decisions[3].attempts == 4
-    assert v.add(m(A, 0.1)) is None  # unknown is reported once
+    assert decisions[3].candidate.identity_id == "a"  # its best guess, for the record
+    assert v.add(m(A, 0.25)) is None  # unknown is reported once
     v.add(m(B, 0.6))
     d = v.add(m(B, 0.6))
     assert d.kind == "matched" and d.candidate.identity_id == "b"
+
+
+def test_a_face_like_nobody_is_declared_unknown_sooner():
+    v = TrackVote(threshold=0.3, max_attempts=8, far_unknown=3, far_ratio=0.6)
+    assert v.add(m(A, 0.1)) is None
+    assert v.add(m(A, 0.2)) is None  # resembles someone: the streak starts over
+    assert v.add(m(A, 0.1)) is None
+    assert v.add(m(None, 0.0)) is None
+    d = v.add(m(B, 0.17))
+    assert d.kind == "unknown" and d.attempts == 5
 
 
 def test_conflicting_evidence_needs_a_majority():
