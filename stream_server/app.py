@@ -23,7 +23,7 @@ from .api.routes import streams as streams_routes
 from .api.routes import webrtc as webrtc_routes
 from .api.security import install_security, warn_if_open
 from .api.stills import StillAnalyser
-from .cameras import CameraManager
+from .cameras import make_camera_manager
 from .config import Settings
 from .ingest.webrtc import PeerSessions
 from .streams import StreamRegistry
@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None, service=None) -> FastAPI:
         app.state.webrtc = PeerSessions(settings, app.state.streams, svc.bus)
         svc.refresh_gallery_metrics()
         await svc.bus.start()
-        app.state.cameras = CameraManager(settings, app.state.streams, svc.bus)
+        app.state.cameras = make_camera_manager(settings, app.state.streams, svc.bus)
         await app.state.cameras.start()
         watcher = asyncio.create_task(_watch_gallery(svc))
         app.state.ready = True

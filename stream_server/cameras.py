@@ -238,29 +238,14 @@ class CameraManager:
         fps_cap: float | None = None,
         rtsp_transport: RtspTransport = "auto",
     ) -> Camera:
-        scheme = validate_camera_url(url, self.settings.camera_allow_file)
-        if rtsp_transport != "auto" and scheme not in ("rtsp", "rtsps"):
-            raise CameraError(f"rtsp_transport applies to rtsp URLs only, not {scheme}:")
-        if rtsp_transport == "udp" and scheme == "rtsps":
-            raise CameraError("rtsps carries its media over TCP only")
-        if stream_id is not None and not _STREAM_ID.match(stream_id):
-            raise CameraError("id must be 1-64 letters, digits, '.', '_' or '-'")
+        spec = self._new_spec(url, name, stream_id, detector, fps_cap, rtsp_transport)
+        stream_id = spec.id
         if len(self._cameras) + len(self._reserved) >= self.settings.camera_max_streams:
             raise CameraError(
                 f"camera limit of {self.settings.camera_max_streams} reached", status=409
             )
-        stream_id = stream_id or f"cam-{uuid.uuid4().hex[:10]}"
         if stream_id in self._cameras or stream_id in self._reserved or stream_id in self.registry:
             raise CameraError(f"a stream with id {stream_id!r} already exists", status=409)
-        spec = CameraSpec(
-            id=stream_id,
-            name=(name or "").strip() or stream_id,
-            url=url,
-            detector=detector or self.settings.camera_detector,
-            fps_cap=fps_cap,
-            rtsp_transport=rtsp_transport,
-            origin="api",
-        )
         self._reserved.add(stream_id)
         try:
             camera = await self._launch(spec, start=False)
@@ -304,6 +289,34 @@ class CameraManager:
         log.info("[%s] camera removed", stream_id)
 
     # -- internals -------------------------------------------------------------------
+    def _new_spec(
+        self,
+        url: str,
+        name: str | None,
+        stream_id: str | None,
+        detector: DetectorKind | None,
+        fps_cap: float | None,
+        rtsp_transport: RtspTransport,
+    ) -> CameraSpec:
+        """Check a camera request (URL scheme, transport, id) and build its definition."""
+        scheme = validate_camera_url(url, self.settings.camera_allow_file)
+        if rtsp_transport != "auto" and scheme not in ("rtsp", "rtsps"):
+            raise CameraError(f"rtsp_transport applies to rtsp URLs only, not {scheme}:")
+        if rtsp_transport == "udp" and scheme == "rtsps":
+            raise CameraError("rtsps carries its media over TCP only")
+        if stream_id is not None and not _STREAM_ID.match(stream_id):
+            raise CameraError("id must be 1-64 letters, digits, '.', '_' or '-'")
+        stream_id = stream_id or f"cam-{uuid.uuid4().hex[:10]}"
+        return CameraSpec(
+            id=stream_id,
+            name=(name or "").strip() or stream_id,
+            url=url,
+            detector=detector or self.settings.camera_detector,
+            fps_cap=fps_cap,
+            rtsp_transport=rtsp_transport,
+            origin="api",
+        )
+
     def _declared_spec(self, index: int, declared: DeclaredCamera) -> CameraSpec:
         stream_id = declared.id
         if stream_id is None:
@@ -386,6 +399,15 @@ class CameraManager:
         }
         async with self._write_lock:
             await asyncio.to_thread(_write_private_json, self.path, data)
+
+
+def make_camera_manager(settings: Settings, registry: StreamRegistry, bus) -> CameraManager:
+    """Cameras of this process alone (default), or shared by replicas through Redis."""
+    if settings.camera_store == "redis":
+        from .cameras_shared import SharedCameraManager
+
+        return SharedCameraManager(settings, registry, bus)
+    return CameraManager(settings, registry, bus)
 
 
 def _join_all(sources: list[CameraSource], timeout: float) -> None:

@@ -160,6 +160,9 @@ class Settings(BaseSettings):
 
     # Gallery
     gallery: Literal["sqlite", "redis"] = "sqlite"
+    # Camera definitions and who runs them: this process alone (cameras.json), or
+    # shared by replicas through Redis leases (each camera runs on exactly one).
+    camera_store: Literal["local", "redis"] = "local"
 
     # API security and limits (see README "Security")
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(

@@ -66,7 +66,7 @@ class RedisEventBus(MemoryEventBus):
         super().publish(event)
         if self._outbox is None:
             return
-        payload = json.dumps({"origin": self.origin, "event": event.model_dump(mode="json")})
+        payload = f'{{"origin": "{self.origin}", "event": {event.wire}}}'
         while True:
             try:
                 self._outbox.put_nowait(payload)

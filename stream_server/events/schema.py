@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from functools import cached_property
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -27,6 +28,11 @@ class EventBase(BaseModel):
     arrived_at: float | None = Field(None, description="wall clock when the frame arrived")
     emitted_at: float = Field(default_factory=time.time, description="wall clock at emission")
     latency_ms: float | None = Field(None, description="frame arrival to event emission, ms")
+
+    @cached_property
+    def wire(self) -> str:
+        """The event as JSON, serialised once however many subscribers receive it."""
+        return self.model_dump_json()
 
 
 class TrackStarted(EventBase):

@@ -184,7 +184,7 @@ class PeerSession:
     async def _forward_events(self) -> None:
         assert self._sub is not None
         async for event in self._sub:
-            self._send(event.model_dump_json(), is_event=True)
+            self._send(event.wire, is_event=True)
 
     def _on_result(self, frame: Frame, result: FrameResult) -> None:
         self._send(json.dumps(result.as_dict()), is_event=False)

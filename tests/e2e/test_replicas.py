@@ -147,3 +147,94 @@ def test_redis_outage_makes_both_not_ready_then_both_recover(replicas, redis_ser
     # Nothing enrolled before the outage was lost (Redis append-only file).
     r = httpx.get(f"{b.url}/identities/{ident}", timeout=5)
     assert r.status_code == 200 and r.json()["face_count"] == 1
+
+
+@pytest.fixture()
+def rtsp_camera(media_dir, tmp_path):
+    from tests.e2e.rtsp_support import RtspCamera, need_programs
+
+    need_programs("rtsp-server-perl", "ffmpeg")
+    cam = RtspCamera(media_dir / "short_hamilton_clip.mp4", tmp_path, "stage").start()
+    yield cam
+    cam.kill()
+
+
+@pytest.fixture()
+def camera_replicas(redis_server, model_dir, tmp_path):
+    env = {
+        "FACE_EVENT_BUS": "redis",
+        "FACE_GALLERY": "redis",
+        "FACE_CAMERA_STORE": "redis",
+        "FACE_REDIS_URL": redis_server.url,
+        "FACE_RATE_LIMIT": "off",
+        "FACE_CAMERA_OPEN_TIMEOUT_S": "2",
+    }
+    procs = [
+        ServerProcess(tmp_path / f"data-{n}", model_dir, tmp_path / f"{n}.log", **env)
+        for n in ("a", "b")
+    ]
+    try:
+        for proc in procs:
+            proc.start()
+        yield procs
+    finally:
+        for proc in procs:
+            proc.kill()
+
+
+def streams(base: str) -> dict[str, dict]:
+    r = httpx.get(f"{base}/streams", timeout=10)
+    assert r.status_code == 200, r.text
+    return {s["id"]: s for s in r.json()["streams"]}
+
+
+def runners_of(replicas, stream_id: str) -> list[str]:
+    """Which replicas really run the camera: its frames counter moves in their /metrics."""
+    running = []
+    for r in replicas:
+        text = httpx.get(f"{r.url}/metrics", timeout=10).text
+        if f'face_frames_processed_total{{stream="{stream_id}"}}' in text:
+            running.append(r.url)
+    return running
+
+
+def test_a_camera_runs_once_across_replicas_and_moves_when_its_owner_dies(
+    camera_replicas, rtsp_camera
+):
+    a, b = camera_replicas
+    r = httpx.post(f"{a.url}/streams", json={"id": "stage", "url": rtsp_camera.url()}, timeout=30)
+    assert r.status_code == 201, r.text
+    # Both replicas list it, with the same owner, and it goes live.
+    live = wait_until(
+        lambda: (s := streams(b.url).get("stage")) and s["state"] == "live" and s, timeout=30
+    )
+    owner = live["owner"]
+    assert streams(a.url)["stage"]["owner"] == owner
+    # Exactly one replica processes its frames, over several scheduler ticks.
+    for _ in range(3):
+        assert len(runners_of(camera_replicas, "stage")) == 1
+        time.sleep(2)
+    (runner_url,) = runners_of(camera_replicas, "stage")
+    victim = a if runner_url == a.url else b
+    survivor = b if victim is a else a
+    # Its owner dies without a goodbye: the other replica takes it within 15 s.
+    victim.proc.kill()
+    victim.proc.wait(10)
+    t0 = time.monotonic()
+    taken = wait_until(
+        lambda: (
+            (s := streams(survivor.url).get("stage"))
+            and s["state"] == "live"
+            and s["owner"] != owner
+            and s
+        ),
+        timeout=20,
+        step=0.5,
+    )
+    took = time.monotonic() - t0
+    assert took < 15, took
+    assert taken["owner"] != owner
+    assert runners_of([survivor], "stage") == [survivor.url]
+    # A deletion on the survivor stops it everywhere.
+    assert httpx.delete(f"{survivor.url}/streams/stage", timeout=10).status_code == 204
+    wait_until(lambda: "stage" not in streams(survivor.url), timeout=5)

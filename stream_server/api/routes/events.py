@@ -97,7 +97,7 @@ async def ws_events(
             # A client that stopped reading fills its socket buffers and the send
             # blocks: only this subscriber waits (its queue fills and the bus drops it),
             # and after the send timeout it is disconnected.
-            await send_text_within(websocket, event.model_dump_json(), send_timeout)
+            await send_text_within(websocket, event.wire, send_timeout)
     except ClientTooSlow as exc:
         reason = sub.closed_reason or f"subscriber too slow: {exc}"
         if sub.closed_reason is None:  # else the bus already dropped it and counted that

@@ -30,6 +30,9 @@ async def ready(request: Request) -> JSONResponse:
             checks["gallery"] = f"error: {exc}"
         health = getattr(service.bus, "healthy", True)
         checks["event_bus"] = bool(health)
+        cameras = getattr(app.state, "cameras", None)
+        if cameras is not None and hasattr(cameras, "healthy"):  # shared through Redis
+            checks["camera_scheduler"] = bool(cameras.healthy)
     ok = all(v is True for v in checks.values()) and service is not None
     body = {"status": "ready" if ok else "not ready", "checks": checks}
     if service is not None:

@@ -131,7 +131,7 @@ class _IngestSession:
 
     async def forward_events(self) -> str:
         async for event in self.sub:
-            self.push(event.model_dump_json())
+            self.push(event.wire)
         return self.sub.closed_reason or "event subscription closed"
 
     async def send(self) -> None:

@@ -57,6 +57,10 @@ class StreamInfo(BaseModel):
     rtsp_transport: str
     created_at: float
     state: str = Field(description="connecting | live | retrying | stopped")
+    owner: str | None = Field(
+        None,
+        description="the replica that runs it (FACE_CAMERA_STORE=redis); null otherwise",
+    )
     state_since: float
     last_error: str | None
     last_error_at: float | None
