@@ -176,16 +176,7 @@ class CameraManager:
         longer start (say file: URLs were disabled since) is listed as stopped with
         the reason, and kept.
         """
-        declared = [self._declared_spec(i, d) for i, d in enumerate(self.settings.cameras)]
-        ids = [s.id for s in declared]
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
-        if duplicates:
-            raise ValueError(f"FACE_CAMERAS declares stream ids more than once: {duplicates}")
-        for spec in declared:
-            try:
-                validate_camera_url(spec.url, self.settings.camera_allow_file)
-            except CameraUrlError as exc:
-                raise ValueError(f"FACE_CAMERAS camera {spec.id!r}: {exc}") from None
+        declared = self._declared_specs()
         persisted = await asyncio.to_thread(self._load)
         for spec in declared:
             await self._launch(spec)
@@ -316,6 +307,21 @@ class CameraManager:
             rtsp_transport=rtsp_transport,
             origin="api",
         )
+
+    def _declared_specs(self) -> list[CameraSpec]:
+        """The cameras of FACE_CAMERAS, checked: a bad URL or a duplicate id is a
+        configuration error that stops the server with a message saying which."""
+        declared = [self._declared_spec(i, d) for i, d in enumerate(self.settings.cameras)]
+        ids = [s.id for s in declared]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"FACE_CAMERAS declares stream ids more than once: {duplicates}")
+        for spec in declared:
+            try:
+                validate_camera_url(spec.url, self.settings.camera_allow_file)
+            except CameraUrlError as exc:
+                raise ValueError(f"FACE_CAMERAS camera {spec.id!r}: {exc}") from None
+        return declared
 
     def _declared_spec(self, index: int, declared: DeclaredCamera) -> CameraSpec:
         stream_id = declared.id

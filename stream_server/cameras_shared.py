@@ -33,7 +33,7 @@ import uuid
 
 from .cameras import Camera, CameraError, CameraManager, CameraSpec
 from .config import DetectorKind, RtspTransport, Settings
-from .ingest.rtsp import CameraUrlError, validate_camera_url
+from .ingest.rtsp import validate_camera_url
 from .streams import StreamRegistry
 
 log = logging.getLogger(__name__)
@@ -95,13 +95,7 @@ class SharedCameraManager(CameraManager):
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
-        declared = [self._declared_spec(i, d) for i, d in enumerate(self.settings.cameras)]
-        for spec in declared:
-            try:
-                validate_camera_url(spec.url, self.settings.camera_allow_file)
-            except CameraUrlError as exc:
-                raise ValueError(f"FACE_CAMERAS camera {spec.id!r}: {exc}") from None
-        self._declared = {s.id: s for s in declared}
+        self._declared = {s.id: s for s in self._declared_specs()}
         self._cluster = dict(self._declared)
         self._task = asyncio.create_task(self._run(), name="camera-scheduler")
         self._watchdog = asyncio.create_task(self._watch(), name="camera-watchdog")

@@ -24,26 +24,34 @@ def redis_server(tmp_path):
     server.stop()
 
 
-@pytest.fixture()
-def replicas(redis_server, model_dir, tmp_path):
+def start_replicas(redis_server, model_dir, tmp_path, **extra):
     env = {
         "FACE_EVENT_BUS": "redis",
         "FACE_GALLERY": "redis",
         "FACE_REDIS_URL": redis_server.url,
         "FACE_RATE_LIMIT": "off",
+        **extra,
     }
-    started = []
-    for name in ("a", "b"):
-        proc = ServerProcess(tmp_path / f"data-{name}", model_dir, tmp_path / f"{name}.log", **env)
-        started.append(proc)
-    # Start both before waiting: model loading overlaps.
+    procs = [
+        ServerProcess(tmp_path / f"data-{n}", model_dir, tmp_path / f"{n}.log", **env)
+        for n in ("a", "b")
+    ]
     try:
-        for proc in started:
+        for proc in procs:
             proc.start()
-        yield started
-    finally:
-        for proc in started:
+    except BaseException:
+        for proc in procs:
             proc.kill()
+        raise
+    return procs
+
+
+@pytest.fixture()
+def replicas(redis_server, model_dir, tmp_path):
+    procs = start_replicas(redis_server, model_dir, tmp_path)
+    yield procs
+    for proc in procs:
+        proc.kill()
 
 
 def wait_until(cond, timeout: float, step: float = 0.1):
@@ -161,25 +169,12 @@ def rtsp_camera(media_dir, tmp_path):
 
 @pytest.fixture()
 def camera_replicas(redis_server, model_dir, tmp_path):
-    env = {
-        "FACE_EVENT_BUS": "redis",
-        "FACE_GALLERY": "redis",
-        "FACE_CAMERA_STORE": "redis",
-        "FACE_REDIS_URL": redis_server.url,
-        "FACE_RATE_LIMIT": "off",
-        "FACE_CAMERA_OPEN_TIMEOUT_S": "2",
-    }
-    procs = [
-        ServerProcess(tmp_path / f"data-{n}", model_dir, tmp_path / f"{n}.log", **env)
-        for n in ("a", "b")
-    ]
-    try:
-        for proc in procs:
-            proc.start()
-        yield procs
-    finally:
-        for proc in procs:
-            proc.kill()
+    procs = start_replicas(
+        redis_server, model_dir, tmp_path, FACE_CAMERA_STORE="redis", FACE_CAMERA_OPEN_TIMEOUT_S="2"
+    )
+    yield procs
+    for proc in procs:
+        proc.kill()
 
 
 def streams(base: str) -> dict[str, dict]:
