@@ -50,6 +50,7 @@ from stream_server.events.bus import EventFilter  # noqa: E402
 from stream_server.ingest.video import VideoFileSource, iter_video_frames  # noqa: E402
 from stream_server.service import FaceService  # noqa: E402
 from stream_server.streams import StreamRegistry  # noqa: E402
+from tests.live_helpers import encode, make_y4m  # noqa: E402
 
 CLIP = "short_hamilton_clip.mp4"
 FPS = 30000 / 1001
@@ -319,39 +320,6 @@ class ServeProcess:
         self._log.close()
 
 
-def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
-    import cv2
-
-    ok, buf = cv2.imencode(
-        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
-    )
-    assert ok
-    return buf.tobytes()
-
-
-def make_y4m(media: Path, out: Path) -> Path:
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-loglevel",
-            "error",
-            "-y",
-            "-i",
-            str(media / CLIP),
-            "-vf",
-            "select='between(n,60,220)',setpts=N/FRAME_RATE/TB,scale=640:360",
-            "-pix_fmt",
-            "yuv420p",
-            "-f",
-            "yuv4mpegpipe",
-            str(out),
-        ],
-        check=True,
-        timeout=60,
-    )
-    return out
-
-
 def print_table(runs: list[Run]) -> None:
     head = (
         f"{'path':24s} {'frames':>6s} {'proc':>5s} {'drop':>5s} {'fps':>6s} "
@@ -409,7 +377,7 @@ def main() -> int:
         data = Path(tmp) / "data"
         settings = Settings(model_dir=models, data_dir=data, allow_download=False)
         frames = [img for img, _, _ in iter_video_frames(str(clip))]
-        jpegs = [encode_jpeg(img) for img in frames]
+        jpegs = [encode(img) for img in frames]
         y4m = make_y4m(media, Path(tmp) / "camera.y4m")
 
         service = FaceService(settings)
