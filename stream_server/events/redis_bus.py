@@ -83,22 +83,20 @@ class RedisEventBus(MemoryEventBus):
             self.redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10
         )
 
-    async def _publisher(self) -> None:
-        assert self._outbox is not None
+    async def _keep_connected(self, session) -> None:
+        """Run ``session(client, connected)`` for ever on a fresh client, reconnecting
+        with capped exponential backoff after each failure; ``connected()`` (called by
+        the session once it works) resets the backoff."""
         backoff = 0.2
+
+        def connected() -> None:
+            nonlocal backoff
+            backoff = 0.2
+
         while True:
             client = self._client()
             try:
-                while True:
-                    payload = await self._outbox.get()
-                    try:
-                        await client.publish(self.channel, payload)
-                    except Exception:
-                        # Put it back at the front is not possible; keep the newest instead.
-                        with contextlib.suppress(asyncio.QueueFull):
-                            self._outbox.put_nowait(payload)
-                        raise
-                    backoff = 0.2
+                await session(client, connected)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -109,33 +107,43 @@ class RedisEventBus(MemoryEventBus):
                 with contextlib.suppress(Exception):
                     await client.aclose()
 
+    async def _publisher(self) -> None:
+        assert self._outbox is not None
+        outbox = self._outbox
+
+        async def publish_all(client, connected) -> None:
+            while True:
+                payload = await outbox.get()
+                try:
+                    await client.publish(self.channel, payload)
+                except Exception:
+                    # Keep the event for the next connection (behind newer ones).
+                    with contextlib.suppress(asyncio.QueueFull):
+                        outbox.put_nowait(payload)
+                    raise
+                connected()
+
+        await self._keep_connected(publish_all)
+
     async def _listener(self) -> None:
-        backoff = 0.2
-        while True:
-            client = self._client()
+        async def listen(client, connected) -> None:
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
                 await client.ping()
                 self._set_healthy(True)
-                backoff = 0.2
+                connected()
                 while True:
                     msg = await pubsub.get_message(timeout=1.0)
                     if msg is None:
                         await client.ping()  # notice a dead server while the channel is quiet
                         continue
                     self._deliver_remote(msg.get("data"))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._set_healthy(False, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
-                with contextlib.suppress(Exception):
-                    await client.aclose()
+
+        await self._keep_connected(listen)
 
     def _deliver_remote(self, data: bytes | str | None) -> None:
         if data is None:
