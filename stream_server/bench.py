@@ -83,8 +83,9 @@ def run_naive(service, video: str, detector: str) -> RunResult:
         vecs = np.concatenate([embedder.embed(align_face(image, f.keypoints)) for f in faces])
         embeddings += len(faces)
         for match in service.gallery.search_many(vecs):
-            if match.best and match.best.similarity >= threshold and match.margin >= margin:
-                named[match.best.name] = named.get(match.best.name, 0) + 1
+            who = match.named(threshold, margin)
+            if who is not None:
+                named[who.name] = named.get(who.name, 0) + 1
     result = RunResult("naive", frames, time.perf_counter() - t0, _cpu() - cpu0, embeddings, named)
     det.close()
     return result

@@ -133,6 +133,13 @@ class Match:
     best: Candidate | None
     runner_up: Candidate | None
 
+    def named(self, threshold: float, margin: float) -> Candidate | None:
+        """The identity this embedding names: the best one, if it reaches the
+        threshold and leads the runner-up by the margin (else nobody)."""
+        if self.best is not None and self.best.similarity >= threshold and self.margin >= margin:
+            return self.best
+        return None
+
     @property
     def margin(self) -> float:
         if self.best is None:

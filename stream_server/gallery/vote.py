@@ -66,11 +66,7 @@ class TrackVote:
         return match.best is not None and match.best.similarity >= self.threshold * self.far_ratio
 
     def agrees(self, match: Match) -> bool:
-        return (
-            match.best is not None
-            and match.best.similarity >= self.threshold
-            and match.margin >= self.margin
-        )
+        return match.named(self.threshold, self.margin) is not None
 
     @property
     def doubtful(self) -> bool:

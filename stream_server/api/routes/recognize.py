@@ -115,16 +115,15 @@ async def recognize(
     margin = float(settings.match_margin)
     faces = []
     for face, match in zip(found.faces, matches, strict=True):
-        best = match.best
-        known = best is not None and best.similarity >= threshold and match.margin >= margin
+        named = match.named(threshold, margin)
         faces.append(
             RecognizedFace(
                 box=BoxOut.of(face.detection.box),
                 quality=round(face.quality.overall, 4),
-                known=known,
-                identity_id=best.identity_id if known else None,
-                name=best.name if known else None,
-                similarity=round(best.similarity, 4) if best is not None else None,
+                known=named is not None,
+                identity_id=named.identity_id if named else None,
+                name=named.name if named else None,
+                similarity=round(match.best.similarity, 4) if match.best is not None else None,
             )
         )
     warnings = [w for w in (gallery.foreign_warning(),) if w]
