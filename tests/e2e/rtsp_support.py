@@ -201,6 +201,20 @@ class ServerThread(_ServerThread):
             pytest.fail("the server did not shut down in time")
 
 
+def info(api, stream_id: str) -> dict:
+    """GET /streams/{id} through an httpx client, asserting it exists."""
+    r = api.get(f"/streams/{stream_id}")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def add(api, **body) -> dict:
+    """POST /streams through an httpx client, asserting it was created."""
+    r = api.post("/streams", json=body)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
 def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
     """Poll ``predicate`` until it returns something truthy; fail with ``what`` after timeout."""
     deadline = time.monotonic() + timeout

@@ -18,6 +18,7 @@ from tests.e2e.rtsp_support import (
     EventRecorder,
     ServerThread,
     free_port,
+    info,
     need_programs,
     wait_for,
 )
@@ -55,12 +56,6 @@ def api(server):
         yield client
         for s in client.get("/streams").json()["streams"]:
             client.delete(f"/streams/{s['id']}")
-
-
-def info(api, stream_id: str) -> dict:
-    r = api.get(f"/streams/{stream_id}")
-    assert r.status_code == 200, r.text
-    return r.json()
 
 
 def _ffmpeg(args: list[str], log) -> subprocess.Popen:

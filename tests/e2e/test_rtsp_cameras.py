@@ -19,7 +19,9 @@ from tests.e2e.rtsp_support import (
     EventRecorder,
     RtspCamera,
     ServerThread,
+    add,
     free_port,
+    info,
     need_programs,
     wait_for,
 )
@@ -86,18 +88,6 @@ def api(server):
         for s in client.get("/streams").json()["streams"]:
             if s["origin"] == "api":
                 client.delete(f"/streams/{s['id']}")
-
-
-def info(api, stream_id: str) -> dict:
-    r = api.get(f"/streams/{stream_id}")
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def add(api, **body) -> dict:
-    r = api.post("/streams", json=body)
-    assert r.status_code == 201, r.text
-    return r.json()
 
 
 def no_secret_in(*texts: str) -> None:
